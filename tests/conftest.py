@@ -1,0 +1,6 @@
+"""Shared test set-up: the repository root on sys.path, so tests import model, bpe, data... as a reader does."""
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
