@@ -1,0 +1,402 @@
+"""Stage 1 of the pipeline: a byte-level BPE tokenizer trained on the code corpus (book ch.10).
+
+Data flow:  files --read_texts--> documents (str) --regex pre-tokenizer--> word counts
+            --incremental merges--> ranks {token bytes: id} --> tokenizer.bpe (JSON)
+            text --tiktoken.Encoding built from the ranks--> token ids (data.py, sample.py)
+
+Why train our own: GPT-2's vocabulary was learned on web text, so indentation costs one token per
+space or two and `self`, `def`, `return` get split; a vocabulary learned on Python roughly halves the
+sequence length (book ch.10), which doubles the context the model sees for the same compute.
+
+Byte-level (GPT-2): the 256 byte values are the base vocabulary, so any string is encodable and no
+token is ever unknown. Ids 0..255 are the bytes, 256.. the merges in the order learned, then the
+special tokens (`<|endoftext|>` separates documents).
+"""
+
+import argparse
+import base64
+import gzip
+import heapq
+import json
+import os
+import sys
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from itertools import pairwise
+from multiprocessing import get_context
+from pathlib import Path
+
+import regex
+import tiktoken
+from tqdm import tqdm
+
+# GPT-2's pre-tokenizer (also HF's ByteLevel one): a leading space sticks to the next word and a run of
+# spaces stays whole except its last space, which keeps indentation a token of its own.
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# GPT-4's (cl100k): case-insensitive contractions, numbers in groups of at most 3 digits.
+GPT4_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+PATTERNS = {"gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}
+EOT = "<|endoftext|>"
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def read_texts(paths, glob="*.py", field="content", stats=None) -> Iterator[str]:
+    """Yield documents one by one from directories, JSON Lines files or text files (never the corpus)."""
+    stats = Counter() if stats is None else stats
+    for path in [Path(paths)] if isinstance(paths, str | os.PathLike) else map(Path, paths):
+        if path.is_dir():
+            files = sorted(p for p in path.rglob(glob) if p.is_file())  # sorted: same order on every OS
+            if not files:
+                raise ValueError(f"{path}: no file matching {glob!r} in this directory; pass another path")
+        elif path.is_file():
+            files = [path]
+        else:
+            raise ValueError(f"{path}: no such file or directory; check the --input path")
+        for file in files:
+            stats["files"] += 1
+            if file.name.endswith((".jsonl", ".jsonl.gz", ".json.gz")):
+                yield from _read_jsonl(file, field, stats)
+            else:
+                yield _decode(file.read_bytes(), file, 1, stats)
+
+
+def _decode(data: bytes, file, line: int, stats) -> str:
+    """UTF-8 text; invalid bytes become U+FFFD and are counted, so a bad file never stops a long run."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad_line = line + data[: e.start].count(b"\n")
+        _count(stats, "invalid_utf8", f"{file}:{bad_line}")
+        return data.decode("utf-8", errors="replace")
+
+
+def _count(stats, key, where):
+    stats[key] += 1
+    stats.setdefault(f"first_{key}", where)
+
+
+def _read_jsonl(file: Path, field: str, stats) -> Iterator[str]:
+    with gzip.open(file) if file.suffix == ".gz" else open(file, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(_decode(line, file, lineno, stats))
+            except ValueError:
+                _count(stats, "bad_json", f"{file}:{lineno}")
+                continue
+            text = record.get(field) if isinstance(record, dict) else None
+            if not isinstance(text, str):
+                _count(stats, "missing_field", f"{file}:{lineno}")
+                continue
+            yield text
+
+
+# ------------------------------------------------------------------------------------------- training
+
+# HF's BpeTrainer numbers its 256 byte symbols in the code-point order of GPT-2's printable stand-ins
+# (bytes_to_unicode: printable bytes keep their code point, the 68 others become U+0100..U+0143).
+# Training on ids in that order makes our tie rule pick exactly the merge HF picks.
+_PRINTABLE = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), 256)]
+HF_BYTE_ORDER = _PRINTABLE + [b for b in range(256) if b not in _PRINTABLE]
+BYTE_TO_UNICODE = {b: chr(b) for b in _PRINTABLE} | {
+    b: chr(256 + i) for i, b in enumerate(HF_BYTE_ORDER[len(_PRINTABLE) :])
+}
+
+
+def _init_worker(pattern: str):
+    global _worker_pattern
+    _worker_pattern = regex.compile(pattern)
+
+
+def _count_words(texts: list[str]) -> Counter:
+    counts = Counter()
+    for text in texts:
+        counts.update(_worker_pattern.findall(text))
+    return counts
+
+
+def count_words(texts: Iterable[str], pattern: str, processes: int, progress: bool) -> Counter:
+    """Pre-tokenize the stream in ~1 MB chunks on all cores; only the distinct words are kept."""
+    chunks = _chunks(texts, 1 << 20)
+    bar = tqdm(desc="pre-tokenize", unit="B", unit_scale=True, disable=not progress)
+    words = Counter()
+    if processes == 1:
+        _init_worker(pattern)
+        for chunk in chunks:
+            words.update(_count_words(chunk))
+            bar.update(sum(map(len, chunk)))
+        return words
+    with get_context("fork").Pool(processes, _init_worker, (pattern,)) as pool:
+        pending = deque()  # a few chunks in flight at most: bounded memory, unlike Pool.imap's reader
+        for chunk in chunks:
+            pending.append((pool.apply_async(_count_words, (chunk,)), sum(map(len, chunk))))
+            while len(pending) > 2 * processes or (pending and pending[0][0].ready()):
+                result, size = pending.popleft()
+                words.update(result.get())
+                bar.update(size)
+        for result, size in pending:
+            words.update(result.get())
+            bar.update(size)
+    bar.close()
+    return words
+
+
+def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
+    chunk, n = [], 0
+    for text in texts:
+        chunk.append(text)
+        n += len(text)
+        if n >= size:
+            yield chunk
+            chunk, n = [], 0
+    if chunk:
+        yield chunk
+
+
+def learn_merges(words: Counter, n_merges: int, min_frequency: int, progress: bool) -> list[tuple]:
+    """The BPE merge loop: repeatedly fuse the most frequent adjacent pair, updating counts incrementally.
+
+    Tie rule (HF BpeTrainer's): highest count, then the smallest pair of ids (ids of the bytes in
+    HF_BYTE_ORDER, merges numbered as created). Counts are Python ints: on big code corpora the pair
+    (space, space) occurs more than 2**31 times, which overflows the i32 counters of some trainers.
+    """
+    seqs = [[HF_BYTE_ORDER.index(b) for b in w] for w in words]  # internal ids, see HF_BYTE_ORDER
+    freqs = list(words.values())
+    pair_counts = Counter()
+    where = {}  # pair -> indices of words that may hold it (stale entries are harmless, so never removed)
+    for i, (seq, freq) in enumerate(zip(seqs, freqs, strict=True)):
+        for pair in pairwise(seq):
+            pair_counts[pair] += freq
+            where.setdefault(pair, set()).add(i)
+    heap = [(-count, pair) for pair, count in pair_counts.items()]
+    heapq.heapify(heap)
+    merges = []
+    bar = tqdm(total=n_merges, desc="merge", unit="merge", disable=not progress)
+    while len(merges) < n_merges and heap:
+        neg, pair = heapq.heappop(heap)
+        count = pair_counts[pair]
+        if -neg != count:  # lazy invalidation: the count fell since this entry was pushed
+            if count > 0:
+                heapq.heappush(heap, (-count, pair))
+            continue
+        if count < min_frequency:
+            break
+        new = 256 + len(merges)
+        merges.append(pair)
+        bar.update()
+        a, b = pair
+        touched = set()
+        for i in where.pop(pair):
+            seq, freq = seqs[i], freqs[i]
+            merged = _merge(seq, a, b, new)
+            if len(merged) == len(seq):
+                continue
+            for p in pairwise(seq):
+                pair_counts[p] -= freq
+            for p in pairwise(merged):
+                pair_counts[p] += freq
+                if new in p:
+                    where.setdefault(p, set()).add(i)
+                    touched.add(p)
+            seqs[i] = merged
+        for p in touched:
+            heapq.heappush(heap, (-pair_counts[p], p))
+    bar.close()
+    return merges
+
+
+def _merge(seq: list[int], a: int, b: int, new: int) -> list[int]:
+    out, i = [], 0
+    while i < len(seq):
+        if i + 1 < len(seq) and seq[i] == a and seq[i + 1] == b:
+            out.append(new)
+            i += 2
+        else:
+            out.append(seq[i])
+            i += 1
+    return out
+
+
+# ------------------------------------------------------------------------------------------ tokenizer
+
+
+class Tokenizer:
+    """Ranks {token bytes: id} + pre-tokenizer pattern + special tokens; encodes with tiktoken."""
+
+    def __init__(self, ranks: dict[bytes, int], pattern=GPT2_PATTERN, special_tokens=None):
+        self.ranks = ranks
+        self.pattern = pattern
+        self.special_tokens = dict(special_tokens or {})
+        self._bytes = {i: t for t, i in ranks.items()} | {
+            i: s.encode() for s, i in self.special_tokens.items()
+        }
+        self._regex = regex.compile(pattern)
+        self._tiktoken = tiktoken.Encoding(
+            "bpe.py", pat_str=pattern, mergeable_ranks=ranks, special_tokens=self.special_tokens
+        )
+
+    @classmethod
+    def train(
+        cls, texts, vocab_size=32768, pattern=GPT2_PATTERN, min_frequency=2, special_tokens=(EOT,),
+        processes=None, progress=True,
+    ) -> "Tokenizer":  # fmt: skip
+        n_merges = vocab_size - 256 - len(special_tokens)
+        if n_merges < 1:
+            raise ValueError(f"vocab_size {vocab_size} is too small: it needs > 256 + {len(special_tokens)}")
+        words = count_words(texts, pattern, processes or os.cpu_count(), progress)
+        if not words:
+            raise ValueError("the corpus is empty: no text to train on; check the input paths")
+        words = {w.encode("utf-8", "surrogatepass"): n for w, n in words.items()}
+        merges = learn_merges(words, n_merges, min_frequency, progress)
+        if len(merges) < n_merges:
+            raise ValueError(
+                f"the corpus only supports {len(merges)} merges of frequency >= {min_frequency}: "
+                f"use a vocab_size <= {256 + len(merges) + len(special_tokens)} or more text"
+            )
+        tokens = [bytes([b]) for b in HF_BYTE_ORDER]
+        for a, b in merges:
+            tokens.append(tokens[a] + tokens[b])
+        ranks = {bytes([b]): b for b in range(256)} | {t: 256 + i for i, t in enumerate(tokens[256:])}
+        return cls(ranks, pattern, {s: len(ranks) + i for i, s in enumerate(special_tokens)})
+
+    @property
+    def vocab_size(self) -> int:
+        return max(self._bytes) + 1
+
+    @property
+    def eot_token(self) -> int:
+        if EOT not in self.special_tokens:
+            raise ValueError(f"this tokenizer has no {EOT} special token")
+        return self.special_tokens[EOT]
+
+    def encode(self, text: str, allowed_special=()) -> list[int]:
+        """Special-token text is plain text unless allowed ("all" or a set), unlike tiktoken's default."""
+        allowed = allowed_special if allowed_special == "all" else set(allowed_special)
+        return self._tiktoken.encode(text, allowed_special=allowed, disallowed_special=())
+
+    def encode_batch(self, texts: list[str], num_threads=None) -> list[list[int]]:
+        return self._tiktoken.encode_ordinary_batch(texts, num_threads=num_threads or os.cpu_count())
+
+    def encode_reference(self, text: str) -> list[int]:
+        """GPT-2's encoder in a few lines: split by the pattern, then in each piece merge the adjacent
+        pair whose concatenation has the lowest rank (= was learned first) until none is a token."""
+        ids = []
+        for piece in self._regex.findall(_no_surrogates(text)):
+            parts = [bytes([b]) for b in piece.encode()]
+            while len(parts) > 1:
+                pair_ranks = [self.ranks.get(x + y, len(self.ranks)) for x, y in pairwise(parts)]
+                i = min(range(len(pair_ranks)), key=pair_ranks.__getitem__)  # leftmost lowest, as tiktoken
+                if pair_ranks[i] == len(self.ranks):
+                    break
+                parts[i : i + 2] = [parts[i] + parts[i + 1]]
+            ids.extend(self.ranks[p] for p in parts)
+        return ids
+
+    def decode_bytes(self, ids) -> bytes:
+        try:
+            return b"".join(self._bytes[i] for i in ids)
+        except KeyError as e:
+            raise ValueError(f"token id {e} is not in the vocabulary (size {self.vocab_size})") from None
+
+    def decode(self, ids) -> str:
+        """Ids that split a UTF-8 character decode to U+FFFD rather than raising (a sampler emits those)."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    # ------------------------------------------------------------------------------------------ files
+
+    def save(self, path):
+        tokens = sorted(self.ranks, key=self.ranks.get)
+        data = {
+            "format": "bpe.py tokenizer 1",
+            "pattern": self.pattern,
+            "special_tokens": self.special_tokens,
+            "ranks": {base64.b64encode(t).decode(): self.ranks[t] for t in tokens},
+        }
+        _atomic_write(path, json.dumps(data, indent=0, ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path, pattern=None, special_tokens=None) -> "Tokenizer":
+        """Our JSON file, or a tiktoken ranks file ("base64 rank" lines: GPT-2 pattern and <|endoftext|>
+        after the last rank unless given)."""
+        text = Path(path).read_text(encoding="utf-8")
+        if text.startswith("{"):
+            data = json.loads(text)
+            if data.get("format") != "bpe.py tokenizer 1":
+                raise ValueError(f"{path}: not a bpe.py tokenizer file; train one with `python bpe.py train`")
+            ranks = {base64.b64decode(t): r for t, r in data["ranks"].items()}
+            return cls(ranks, pattern or data["pattern"], special_tokens or data["special_tokens"])
+        try:
+            ranks = {
+                base64.b64decode(t): int(r) for t, r in (line.split() for line in text.splitlines() if line)
+            }
+        except ValueError:
+            raise ValueError(f"{path}: neither a bpe.py tokenizer file nor a tiktoken ranks file") from None
+        return cls(ranks, pattern or GPT2_PATTERN, special_tokens or {EOT: len(ranks)})
+
+    @classmethod
+    def from_tiktoken(cls, name: str) -> "Tokenizer":
+        try:
+            enc = tiktoken.get_encoding(name)
+        except Exception as e:  # offline, tiktoken raises whatever its HTTP client raises
+            raise ValueError(
+                f"tiktoken cannot load {name!r} ({type(e).__name__}): it downloads the ranks once, so it "
+                "needs network access or a filled TIKTOKEN_CACHE_DIR"
+            ) from None
+        return cls(enc._mergeable_ranks, enc._pat_str, enc._special_tokens)
+
+
+def _no_surrogates(text: str) -> str:
+    """Lone surrogates (e.g. from os.fsdecode) have no UTF-8 form: they become U+FFFD, as tiktoken does."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _atomic_write(path, text: str):
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------- command line
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="learn a vocabulary from files")
+    train.add_argument("--input", nargs="+", required=True, help="dirs (*.py), .jsonl[.gz], text files")
+    train.add_argument("--vocab-size", type=int, default=32768)
+    train.add_argument("--out", required=True)
+    train.add_argument("--pattern", choices=PATTERNS, default="gpt2")
+    train.add_argument("--min-frequency", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        stats = Counter()
+        tok = Tokenizer.train(
+            read_texts(args.input, stats=stats), args.vocab_size, PATTERNS[args.pattern], args.min_frequency
+        )
+        tok.save(args.out)
+        print(f"wrote {args.out}: vocab_size {tok.vocab_size}; read {_describe(stats)}")
+
+
+def _describe(stats) -> str:
+    out = f"{stats['files']} files"
+    for key in ("bad_json", "missing_field", "invalid_utf8"):
+        if stats[key]:
+            out += f", {stats[key]} {key.replace('_', ' ')} (first at {stats['first_' + key]})"
+    return out
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, OSError) as e:
+        sys.exit(print(f"error: {e}", file=sys.stderr) or 2)
