@@ -1,0 +1,316 @@
+"""GPT-2, the model stage of the pipeline: token ids in, next-token logits out.
+
+    raw code -> bpe.py -> data.py (uint16 shards) -> train.py --(GPT.forward)--> checkpoints
+                                                    sample.py / evaluate.py --(GPT.stream)--> completions
+
+The network is GPT-2 exactly as OpenAI released it (Radford et al. 2019), so that transformers'
+GPT2LMHeadModel computes the same logits from the same weights: learned token + position embeddings,
+n_layer pre-LayerNorm blocks of causal self-attention and a 4x tanh-GELU MLP, a final LayerNorm, and an
+LM head tied to the token embedding. The book (NLP with Transformers, ch.10) trains it from scratch
+on Python code as CodeParrot: "gpt2" (111M) and "gpt2-xl" (1.5B) with a 32,768-token vocabulary.
+Checkpoints are Hugging Face-format folders (config.json + model.safetensors) both ways, so existing
+GPT-2 checkpoints load here and ours load in transformers.
+"""
+
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch.utils.checkpoint import checkpoint
+
+SIZES = {  # name -> (n_layer, n_head, n_embd), the four sizes OpenAI released
+    "gpt2": (12, 12, 768),
+    "gpt2-medium": (24, 16, 1024),
+    "gpt2-large": (36, 20, 1280),
+    "gpt2-xl": (48, 25, 1600),
+}
+# config.json settings under which transformers computes something other than GPT-2 -> allowed values
+UNSUPPORTED_IF_NOT = {
+    "activation_function": ("gelu_new", "gelu_pytorch_tanh"),
+    "layer_norm_epsilon": (1e-5,),
+    "scale_attn_weights": (True,),
+    "scale_attn_by_inverse_layer_idx": (False,),
+    "reorder_and_upcast_attn": (False,),
+    "add_cross_attention": (False,),
+}
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50257
+    context: int = 1024  # n_positions: the longest sequence the position embedding covers
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    checkpointing: bool = False  # activation checkpointing per block: recompute instead of store
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+
+    @classmethod
+    def named(cls, name, vocab_size=50257, context=1024, **overrides):
+        if name not in SIZES:
+            raise ValueError(f"unknown model size {name!r}; choose one of {', '.join(SIZES)}")
+        n_layer, n_head, n_embd = SIZES[name]
+        sizes = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd)
+        return cls(vocab_size=vocab_size, context=context, **{**sizes, **overrides})
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_head, self.dropout = cfg.n_head, cfg.dropout
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.resid_drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, cache=None, pos=0):
+        B, T, C = x.shape
+        heads = (B, T, self.n_head, C // self.n_head)
+        q, k, v = (t.view(heads).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))  # (B,H,T,C/H)
+        if cache is not None:  # write this chunk's keys/values at pos, attend to everything up to it
+            k_cache, v_cache = cache  # (B,H,context,C/H) each, pre-allocated by GPT.stream
+            k_cache[:, :, pos : pos + T], v_cache[:, :, pos : pos + T] = k, v
+            k, v = k_cache[:, :, : pos + T], v_cache[:, :, : pos + T]
+        # is_causal aligns the mask top-left, right only when queries start at key 0: a prefill (pos 0)
+        # or a training batch. A single cached query (T=1) may see all keys, so it needs no mask.
+        # On GPU this dispatches to flash / memory-efficient kernels that never build the (T,T) matrix.
+        drop = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=T > 1)  # (B,H,T,C/H)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_drop(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):
+        # GPT-2 used the tanh approximation of GELU ("gelu_new" in transformers); one fused kernel here.
+        return self.drop(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=1e-5)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=1e-5)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cache=None, pos=0):  # pre-LN: normalise the branch input, keep the residual clean
+        x = x + self.attn(self.ln_1(x), cache, pos)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        # Module names follow transformers' GPT2LMHeadModel so checkpoints map one to one.
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.context, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+            ln_f=nn.LayerNorm(config.n_embd, eps=1e-5),
+        ))  # fmt: skip
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied: one matrix reads and writes tokens
+        self.apply(self._init_weights)
+        # GPT-2 paper sec. 2.3: scale residual output projections by 1/sqrt(N), N = 2 per block
+        # (attention + MLP), so the residual stream's variance does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, idx, targets=None):
+        logits = self._logits(idx)  # (B,T,V)
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))  # mean over B*T
+        return logits, loss
+
+    def _logits(self, idx, cache=None, pos=0):
+        B, T = idx.shape
+        if pos + T > self.config.context:
+            raise ValueError(f"sequence of {pos + T} tokens exceeds the model context {self.config.context}")
+        positions = torch.arange(pos, pos + T, device=idx.device)  # (T,)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(positions))  # (B,T,C)
+        for i, block in enumerate(self.transformer.h):
+            if self.config.checkpointing and self.training and cache is None:
+                x = checkpoint(block, x, use_reentrant=False)  # keep only block inputs; recompute in backward
+            else:
+                x = block(x, None if cache is None else cache[i], pos)
+        return self.lm_head(self.transformer.ln_f(x))  # (B,T,V)
+
+    @torch.no_grad()
+    def stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+        """Yield the next token ids (B,) one step at a time, reusing keys/values of earlier positions.
+
+        The prompt is prefilled once; after that each token costs one position of compute. Positions are
+        absolute, so once the window is full and slides left every cached key changes: from then on each
+        step re-prefills the last `context` tokens, which keeps the output identical to recomputing
+        without a cache. Call model.eval() first, or dropout makes sampling noisy.
+        """
+        B, T = idx.shape
+        if T == 0:
+            raise ValueError("stream needs a prompt of at least one token per row")
+        ctx, cfg, p = self.config.context, self.config, next(self.parameters())
+        shape = (B, cfg.n_head, ctx, cfg.n_embd // cfg.n_head)
+        cache = [(p.new_empty(shape), p.new_empty(shape)) for _ in range(cfg.n_layer)]  # (k, v) per layer
+        window = idx[:, -ctx:]  # (B,T') the tokens the model can see
+        logits = self._logits(window, cache, 0)[:, -1, :]  # prefill the prompt: (B,V)
+        for step in range(max_new_tokens):
+            token = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
+            yield token
+            if step + 1 == max_new_tokens:
+                break
+            if window.size(1) < ctx:  # room left: one new position against the cache
+                window = torch.cat([window, token[:, None]], dim=1)
+                logits = self._logits(window[:, -1:], cache, window.size(1) - 1)[:, -1, :]
+            else:  # full: slide the window and recompute it from position 0
+                window = torch.cat([window[:, 1:], token[:, None]], dim=1)
+                logits = self._logits(window, cache, 0)[:, -1, :]
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+        """Return the prompt followed by max_new_tokens new tokens: (B, T + max_new_tokens)."""
+        new = list(self.stream(idx, max_new_tokens, temperature, top_k, top_p, generator))
+        return torch.cat([idx, torch.stack(new, dim=1)], dim=1) if new else idx
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())  # parameters() yields the tied matrix once
+
+    def flops_per_token(self):
+        """Training FLOPs per token (forward + backward), the estimate of PaLM appendix B used for MFU.
+
+        6N: each weight does one multiply-add (2 FLOPs) per token forward and two backward. N counts the
+        tied embedding once, as the LM-head matmul, and leaves out position embeddings (a lookup, no
+        matmul). 12*L*C*T adds attention's QK^T and AV products over a full window of T = context.
+        """
+        cfg = self.config
+        n = self.num_params() - self.transformer.wpe.weight.numel()
+        return 6 * n + 12 * cfg.n_layer * cfg.n_embd * cfg.context
+
+    # --- Hugging Face-format checkpoints -------------------------------------------------------------
+    # transformers stores the 2-D weights of c_attn / c_proj / c_fc as Conv1D, i.e. (in, out): the
+    # transpose of nn.Linear's (out, in). Everything else maps name for name.
+    CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+    @classmethod
+    def from_pretrained(cls, path):
+        path = Path(path)
+        config_file, weights_file = path / "config.json", path / "model.safetensors"
+        for f in (config_file, weights_file):
+            if not f.is_file():
+                raise FileNotFoundError(f"{f}: not found; a GPT-2 dir holds config.json + model.safetensors")
+        config = cls._config_from_hf(config_file)
+        with torch.device("meta"):  # no memory, no init: every tensor comes from the file
+            model = cls(config)
+        expected = model.state_dict()
+        state = {}
+        for key, tensor in load_file(weights_file).items():
+            if key.endswith((".attn.bias", ".attn.masked_bias")):  # causal-mask buffers of old versions
+                continue
+            name = key if key.startswith(("transformer.", "lm_head.")) else "transformer." + key
+            if name not in expected:
+                raise ValueError(f"{weights_file}: unknown key {key!r}; is this a GPT-2 checkpoint?")
+            state[name] = tensor.t() if name.endswith(cls.CONV1D) else tensor
+            if state[name].shape != expected[name].shape:
+                raise ValueError(f"{weights_file}: {key} has shape {tuple(tensor.shape)}, "
+                                 f"config.json implies {tuple(expected[name].shape)}")  # fmt: skip
+        missing = sorted(set(expected) - set(state) - {"lm_head.weight"})  # the head may be left out: tied
+        if missing:
+            raise ValueError(f"{weights_file}: missing {len(missing)} tensors, first {missing[0]!r}")
+        wte = state["transformer.wte.weight"]
+        if not torch.equal(state.setdefault("lm_head.weight", wte), wte):
+            raise ValueError(f"{weights_file}: lm_head.weight differs from wte.weight; only tied heads work")
+        model.load_state_dict({k: v.float().contiguous() for k, v in state.items()}, assign=True)
+        model.lm_head.weight = model.transformer.wte.weight  # assign=True made two Parameters; re-tie
+        return model
+
+    @staticmethod
+    def _config_from_hf(config_file):
+        try:
+            hf = json.loads(config_file.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{config_file}: not valid JSON ({e})") from None
+        if hf.get("model_type") != "gpt2":
+            raise ValueError(f"{config_file}: model_type is {hf.get('model_type')!r}, expected 'gpt2'")
+        for key, ok in UNSUPPORTED_IF_NOT.items():
+            if key in hf and hf[key] not in ok:
+                raise ValueError(f"{config_file}: {key}={hf[key]!r} is not supported; GPT-2 uses {ok[0]!r}")
+        if hf.get("n_inner") not in (None, 4 * hf.get("n_embd", 768)):
+            raise ValueError(f"{config_file}: n_inner={hf['n_inner']} is not supported; GPT-2 uses 4*n_embd")
+        sizes = {k: hf[k] for k in ("vocab_size", "n_layer", "n_head", "n_embd") if k in hf}
+        # transformers defaults resid_pdrop to 0.1 when absent; we use one rate for all three dropouts.
+        return GPTConfig(context=hf.get("n_positions", 1024), dropout=hf.get("resid_pdrop", 0.1), **sizes)
+
+    def save_pretrained(self, path):
+        """Write config.json + model.safetensors into `path`, which transformers loads unchanged."""
+        cfg, path = self.config, Path(path)
+        hf = dict(
+            model_type="gpt2", architectures=["GPT2LMHeadModel"], vocab_size=cfg.vocab_size,
+            n_positions=cfg.context, n_ctx=cfg.context, n_layer=cfg.n_layer, n_head=cfg.n_head,
+            n_embd=cfg.n_embd, n_inner=None, activation_function="gelu_new", layer_norm_epsilon=1e-5,
+            resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
+            initializer_range=0.02, scale_attn_weights=True, tie_word_embeddings=True, use_cache=True,
+            bos_token_id=None, eos_token_id=None,  # the tokenizer knows <|endoftext|>, not the model
+        )  # fmt: skip
+        state = {}
+        for name, tensor in self.state_dict().items():
+            if name != "lm_head.weight":  # tied: transformers re-ties it from wte
+                tensor = tensor.t() if name.endswith(self.CONV1D) else tensor
+                state[name] = tensor.detach().cpu().contiguous()
+        # Atomic: build the files in a temp dir, then rename the dir (new) or each file (existing dir,
+        # e.g. a checkpoint folder that also holds the tokenizer) into place.
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        (tmp / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+        if path.is_dir():
+            for f in tmp.iterdir():
+                os.replace(f, path / f.name)
+            tmp.rmdir()
+        else:
+            os.replace(tmp, path)
+
+
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """Pick one next token per row from logits (B,V) -> (B,). temperature 0 means greedy (argmax)."""
+    if temperature < 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
+        raise ValueError(f"bad sampling settings temperature={temperature} top_k={top_k} top_p={top_p}; "
+                         "need temperature >= 0, top_k >= 1, 0 < top_p <= 1")  # fmt: skip
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]  # (B,1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None:
+        # nucleus (Holtzman et al. 2020): keep the smallest set of most likely tokens whose mass reaches
+        # top_p, i.e. a token stays if the mass ranked strictly above it is still below top_p.
+        probs, order = torch.sort(F.softmax(logits, dim=-1), dim=-1, descending=True)  # (B,V)
+        drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
+        logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
