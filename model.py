@@ -146,7 +146,7 @@ class GPT(nn.Module):
         logits = self._logits(idx)  # (B,T,V)
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))  # mean over B*T
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # mean over all B*T positions
         return logits, loss
 
     def _logits(self, idx, cache=None, pos=0):

@@ -1,0 +1,217 @@
+"""Tests for model.py: GPT-2 semantics, the KV cache, sizes, checkpoints, parity with transformers."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import model as model_module
+from model import GPT, GPTConfig, sample_next
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+TINY = GPTConfig(vocab_size=97, context=16, n_layer=2, n_head=2, n_embd=32)
+
+
+def tiny_model(config=TINY, seed=0):
+    torch.manual_seed(seed)
+    return GPT(config).eval()
+
+
+def test_changing_token_t_changes_no_logit_before_t():
+    m = tiny_model()
+    idx = torch.randint(0, TINY.vocab_size, (2, 12))
+    changed = idx.clone()
+    changed[:, 7] = (idx[:, 7] + 1) % TINY.vocab_size
+    with torch.no_grad():
+        a, b = m(idx)[0], m(changed)[0]
+    assert torch.equal(a[:, :7], b[:, :7])
+    assert not torch.allclose(a[:, 7:], b[:, 7:])
+
+
+def recompute_greedy(m, idx, steps):
+    """The reference: no cache, full forward over the last `context` tokens at every step."""
+    logits_seen = []
+    for _ in range(steps):
+        logits = m(idx[:, -m.config.context :])[0][:, -1, :]
+        logits_seen.append(logits)
+        idx = torch.cat([idx, logits.argmax(-1, keepdim=True)], dim=1)
+    return idx, logits_seen
+
+
+@pytest.mark.parametrize("prompt_len, steps", [(5, 8), (5, 30), (20, 6)])  # fits / runs past / starts past
+def test_cached_generation_equals_recomputation(monkeypatch, prompt_len, steps):
+    m = tiny_model()
+    idx = torch.randint(0, TINY.vocab_size, (3, prompt_len))
+    logits_seen = []
+
+    def greedy_and_record(logits, *args):
+        logits_seen.append(logits.clone())
+        return logits.argmax(-1)
+
+    monkeypatch.setattr(model_module, "sample_next", greedy_and_record)
+    out = m.generate(idx, steps, temperature=0)
+    monkeypatch.undo()
+    with torch.no_grad():
+        ref, ref_logits = recompute_greedy(m, idx, steps)
+    assert torch.equal(out, ref)
+    assert len(logits_seen) == steps
+    for got, want in zip(logits_seen, ref_logits, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_stream_yields_one_token_per_row_and_seeds_reproduce():
+    m = tiny_model()
+    idx = torch.randint(0, TINY.vocab_size, (2, 4))
+    steps = list(m.stream(idx, 5, temperature=1.0, top_k=10, generator=torch.Generator().manual_seed(7)))
+    assert len(steps) == 5 and all(t.shape == (2,) and t.dtype == torch.long for t in steps)
+    again = m.generate(idx, 5, temperature=1.0, top_k=10, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(again[:, 4:], torch.stack(steps, dim=1))
+    assert torch.equal(m.generate(idx, 0), idx)
+
+
+@pytest.mark.parametrize("name, millions", [("gpt2", "111.0M"), ("gpt2-xl", "1529.6M")])
+def test_parameter_counts_match_the_book(name, millions):
+    with torch.device("meta"):  # shapes only: the 1.5B model costs no memory or init time
+        m = GPT(GPTConfig.named(name, vocab_size=32768, context=1024))
+    assert f"{m.num_params() / 1e6:.1f}M" == millions
+    assert m.flops_per_token() > 6 * m.num_params() * 0.9
+
+
+def test_named_sizes_and_bad_config():
+    cfg = GPTConfig.named("gpt2-medium", vocab_size=1000, context=256, dropout=0.1)
+    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.vocab_size, cfg.context, cfg.dropout) == (
+        24, 16, 1024, 1000, 256, 0.1,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="gpt3"):
+        GPTConfig.named("gpt3")
+    with pytest.raises(ValueError, match="divisible"):
+        GPTConfig(n_embd=100, n_head=3)
+    with pytest.raises(ValueError, match="context"):
+        tiny_model()(torch.zeros(1, TINY.context + 1, dtype=torch.long))
+
+
+def test_initial_loss_is_uniform_guess():
+    # n_embd kept small: logits have std 0.02*sqrt(n_embd), which adds about var/2 to ln(V)
+    # (0.15 nats at n_embd 768, as nanoGPT also sees), 0.03 here.
+    cfg = GPTConfig(vocab_size=32768, context=64, n_layer=2, n_head=4, n_embd=128)
+    m = tiny_model(cfg)
+    x, y = torch.randint(0, cfg.vocab_size, (2, 2, 64))
+    with torch.no_grad():
+        _, loss = m(x, y)
+    assert abs(loss.item() - math.log(cfg.vocab_size)) < 0.1
+
+
+def test_checkpointing_gives_the_same_gradients():
+    x, y = torch.randint(0, TINY.vocab_size, (2, 2, 16))
+    grads = []
+    for checkpointing in (False, True):
+        m = tiny_model(GPTConfig(**{**TINY.__dict__, "checkpointing": checkpointing})).train()
+        m(x, y)[1].backward()
+        grads.append([p.grad for p in m.parameters()])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_save_then_load_is_exact_and_keeps_other_files(tmp_path):
+    m = tiny_model()
+    m.save_pretrained(tmp_path / "ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temp dir left behind
+    (tmp_path / "ckpt" / "tokenizer.bpe").write_text("kept")
+    m.save_pretrained(tmp_path / "ckpt")  # into an existing checkpoint folder
+    loaded = GPT.from_pretrained(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "tokenizer.bpe").read_text() == "kept"
+    assert loaded.config == m.config
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+    assert loaded.num_params() == m.num_params()
+    for (name, a), (_, b) in zip(m.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert config["model_type"] == "gpt2" and config["activation_function"] == "gelu_new"
+
+
+def broken_copy(tmp_path, config_edit=None, weights_edit=None):
+    """A saved tiny model with its config.json or weights edited."""
+    path = tmp_path / "bad"
+    tiny_model().save_pretrained(path)
+    if config_edit:
+        config = json.loads((path / "config.json").read_text())
+        config_edit(config)
+        (path / "config.json").write_text(json.dumps(config))
+    if weights_edit:
+        state = load_file(path / "model.safetensors")
+        weights_edit(state)
+        save_file(state, path / "model.safetensors")
+    return path
+
+
+def test_bad_checkpoint_dirs_say_what_is_wrong(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.*config.json"):
+        GPT.from_pretrained(tmp_path / "nowhere")
+    path = broken_copy(tmp_path)
+    (path / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        GPT.from_pretrained(path)
+    cases = [
+        (dict(config_edit=lambda c: c.update(model_type="llama")), "config.json: model_type is 'llama'"),
+        (dict(config_edit=lambda c: c.update(activation_function="relu")), "config.json: activation_fun"),
+        (dict(config_edit=lambda c: c.update(n_embd=64)), "model.safetensors: .*has shape"),
+        (dict(weights_edit=lambda s: s.update(extra=torch.zeros(1))), "model.safetensors: unknown key"),
+        (dict(weights_edit=lambda s: s.pop("transformer.ln_f.bias")), "model.safetensors: missing 1 tensors"),
+    ]
+    for edits, message in cases:
+        with pytest.raises(ValueError, match=message):
+            GPT.from_pretrained(broken_copy(tmp_path, **edits))
+    path = broken_copy(tmp_path)
+    (path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json: not valid JSON"):
+        GPT.from_pretrained(path)
+
+
+def test_logits_match_transformers_fixture():
+    """Weights and logits from transformers' GPT2LMHeadModel (tests/fixtures/make_gpt2_fixture.py)."""
+    m = GPT.from_pretrained(FIXTURES / "gpt2-tiny").eval()  # its config.json says dropout 0.1
+    io = load_file(FIXTURES / "gpt2-tiny-io.safetensors")
+    with torch.no_grad():
+        logits, _ = m(io["idx"])
+    torch.testing.assert_close(logits, io["logits"], atol=1e-5, rtol=0)
+
+
+def test_live_parity_with_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers", reason="live parity needs transformers")
+    m = tiny_model()
+    m.save_pretrained(tmp_path / "ours")
+    hf, info = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "ours", output_loading_info=True)
+    assert not any(info.values()), info  # no missing / unexpected / mismatched keys
+    hf.eval()
+    idx = torch.randint(0, TINY.vocab_size, (2, 16))
+    with torch.no_grad():
+        ours, loss = m(idx[:, :-1], idx[:, 1:])
+        theirs = hf(idx, labels=idx)
+    torch.testing.assert_close(ours, theirs.logits[:, :-1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(loss, theirs.loss, atol=1e-5, rtol=0)
+    hf.save_pretrained(tmp_path / "theirs")  # and back: transformers' own output loads here
+    back = GPT.from_pretrained(tmp_path / "theirs").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(idx)[0], theirs.logits, atol=1e-5, rtol=0)
+
+
+def test_top_k_1_is_greedy_and_temperature_0_is_argmax():
+    logits = torch.randn(64, 50, generator=torch.Generator().manual_seed(0))
+    greedy = logits.argmax(-1)
+    assert torch.equal(sample_next(logits, 0.0, None, None, None), greedy)
+    assert torch.equal(sample_next(logits, 1.5, 1, None, torch.Generator().manual_seed(1)), greedy)
+    with pytest.raises(ValueError, match="top_p"):
+        sample_next(logits, 1.0, None, 1.5, None)
+
+
+@pytest.mark.parametrize("top_p, kept", [(0.4, {0}), (0.7, {0, 1}), (0.9, {0, 1, 2}), (1.0, {0, 1, 2, 3})])
+def test_top_p_keeps_the_smallest_set_reaching_p(top_p, kept):
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    logits = probs.log().repeat(4000, 1)
+    drawn = sample_next(logits, 1.0, None, top_p, torch.Generator().manual_seed(0))
+    assert set(drawn.tolist()) == kept
+    share = probs[0] / probs[list(kept)].sum()  # kept tokens are renormalised
+    assert abs((drawn == 0).float().mean().item() - share.item()) < 0.03
