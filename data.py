@@ -170,7 +170,7 @@ def scan(sources, opts, progress):
     sample, sample_bytes, budget = [], 0, opts.tokenizer_sample_mb * 1e6
     threshold = opts.valid_share * 2**64
     texts = bpe.read_texts([str(s) for s in sources], glob=opts.glob, field=opts.field, stats=read_stats)
-    for text in tqdm(texts, desc="scan", unit=" docs", disable=not progress):
+    for text in tqdm(texts, desc="scan", unit=" docs", disable=None if progress else True):
         size, key = len(text.encode()), content_key(text)
         reason = drop_reason(text, size, opts) or ("duplicate" if opts.dedup and key in seen else None)
         stats["seen"] += 1
@@ -240,7 +240,7 @@ def write_shards(out_dir, sources, opts, flags, tok, progress):
             print(f"resuming: reusing {w.reused} complete {w.split} shard(s)")
     docs, nbytes, batch, batch_bytes = Counter(), Counter(), [], 0
     kept = sum(1 for f in flags if f)
-    bar = tqdm(total=kept, desc="tokenize", unit=" docs", disable=not progress)
+    bar = tqdm(total=kept, desc="tokenize", unit=" docs", disable=None if progress else True)
     texts = bpe.read_texts([str(s) for s in sources], glob=opts.glob, field=opts.field)
     for flag, text in zip(flags, texts, strict=True):
         if not flag:
@@ -304,11 +304,10 @@ def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options)
     """Build (or finish) the dataset in out_dir from sources; returns its meta dict (see meta.json)."""
     opts = Options(**options)
     opts.keywords = tuple(opts.keywords)
-    if not 0 <= opts.valid_share < 1 or not 257 <= opts.vocab_size <= 1 << 16 or opts.shard_tokens < 1:
-        raise ValueError(
-            "need 0 <= --valid-share < 1, 257 <= --vocab-size <= 65536 (uint16 shards), "
-            "and --shard-tokens >= 1"
-        )
+    if opts.vocab_size > 1 << 16:
+        raise ValueError(f"--vocab-size {opts.vocab_size} does not fit the uint16 shards (at most 65,536)")
+    if not 0 <= opts.valid_share < 1 or opts.shard_tokens < 1:
+        raise ValueError(f"need 0 <= --valid-share < 1 (got {opts.valid_share}) and --shard-tokens >= 1")
     sources = [Path(s).resolve() for s in sources] if sources else stdlib_sources()
     out_dir = Path(out_dir)
     is_file = bool(opts.tokenizer) and Path(opts.tokenizer).is_file()

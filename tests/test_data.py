@@ -1,0 +1,317 @@
+"""data.py: shard format, loader exactness and resume, validation windows, prepare end to end, CLI errors."""
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import data
+
+ROOT = Path(__file__).resolve().parent.parent
+T = 3  # windows of T+1 = 4 tokens
+
+
+def make_dataset(path, sizes=(50, 37, 61), valid=(45,), vocab=1 << 16):
+    """A dataset whose token at stream position i is i, so a window names itself by its first token."""
+    path.mkdir(parents=True, exist_ok=True)
+    shards = {}
+    for split, lengths in (("train", sizes), ("valid", valid)):
+        start, shards[split] = 0, []
+        for i, n in enumerate(lengths):
+            data.write_shard(path / f"{split}_{i:06d}.bin", np.arange(start, start + n), vocab)
+            shards[split].append(f"{split}_{i:06d}.bin")
+            start += n
+    meta = {"complete": True, "format_version": data.VERSION, "vocab_size": vocab, "shards": shards}
+    (path / "meta.json").write_text(json.dumps(meta))
+    return path
+
+
+def window_ids(x, y):
+    assert x.dtype == y.dtype == data.torch.int64 and x.shape == y.shape
+    assert (y == x + 1).all() and (x[:, 1:] == x[:, :-1] + 1).all()  # contiguous windows, y shifted by one
+    assert (x[:, 0] % (T + 1) == 0).all()  # non-overlapping: every window starts at a multiple of T+1
+    return (x[:, 0] // (T + 1)).tolist()
+
+
+def run_steps(path, steps, batch_size, grad_accum, world_size, seed=0, states=None):
+    """Window ids of each optimizer step, gathered over ranks and micro-steps (rank-major order)."""
+    loaders = [
+        data.Loader(path, "train", batch_size, T, grad_accum, r, world_size, seed) for r in range(world_size)
+    ]
+    for loader, state in zip(loaders, states or [], strict=False):
+        loader.load_state_dict(state)
+    out = []
+    for _ in range(steps):
+        out.append([i for ld in loaders for _ in range(grad_accum) for i in window_ids(*ld.next_batch())])
+    return out, loaders
+
+
+# ---------------------------------------------------------------- shards
+def test_shard_round_trip_and_header(tmp_path):
+    tokens = np.array([0, 1, 65535, 42], dtype=np.uint16)
+    data.write_shard(tmp_path / "s.bin", tokens, 65536, doc_end=3, doc_offset=7)
+    assert (tmp_path / "s.bin").stat().st_size == data.HEADER_BYTES + 8
+    assert not list(tmp_path.glob("*.tmp"))
+    assert list(data.read_header(tmp_path / "s.bin")[:6]) == [data.MAGIC, data.VERSION, 65536, 4, 3, 7]
+    assert (np.asarray(data.open_shard(tmp_path / "s.bin")) == tokens).all()
+
+
+def test_truncated_or_foreign_shard_stops_with_its_name(tmp_path):
+    path = tmp_path / "train_000000.bin"
+    data.write_shard(path, np.arange(100), 1000)
+    path.write_bytes(path.read_bytes()[:-2])
+    with pytest.raises(ValueError, match="train_000000.bin: truncated"):
+        data.open_shard(path)
+    path.write_bytes(b"not a shard" * 200)
+    with pytest.raises(ValueError, match="train_000000.bin: not a version-1 token shard"):
+        data.open_shard(path)
+
+
+# ---------------------------------------------------------------- loader
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+@pytest.mark.parametrize("batch_size,grad_accum", [(1, 1), (3, 1), (2, 2), (4, 3)])
+def test_every_window_once_per_epoch(tmp_path, world_size, batch_size, grad_accum):
+    path = make_dataset(tmp_path)
+    n = 148 // (T + 1)  # 37 windows; some cross shard boundaries
+    g = batch_size * grad_accum * world_size
+    steps, _ = run_steps(path, n, batch_size, grad_accum, world_size)  # n steps of g windows = g epochs
+    stream = [i for step in steps for i in step]
+    for epoch in range(g):
+        assert sorted(stream[epoch * n : (epoch + 1) * n]) == list(range(n))
+    assert stream[:n] != sorted(stream[:n])  # shuffled
+
+
+def test_step_is_the_same_windows_however_it_is_split(tmp_path):
+    path = make_dataset(tmp_path)
+    two_ranks, _ = run_steps(path, 20, 2, 1, 2)
+    two_micro, _ = run_steps(path, 20, 2, 2, 1)
+    assert two_ranks == two_micro  # the same micro-batches, not only the same sets
+    one_big, _ = run_steps(path, 20, 4, 1, 1)
+    mixed, _ = run_steps(path, 20, 1, 2, 2)
+    assert [sorted(s) for s in one_big] == [sorted(s) for s in two_ranks] == [sorted(s) for s in mixed]
+
+
+def test_resume_gives_identical_batches(tmp_path):
+    path = make_dataset(tmp_path)
+    full, _ = run_steps(path, 30, 2, 2, 1, seed=5)
+    head, loaders = run_steps(path, 12, 2, 2, 1, seed=5)
+    half = window_ids(*loaders[0].next_batch())  # stop in the middle of a step
+    state = json.loads(json.dumps(loaders[0].state_dict()))  # states travel through JSON / torch.save
+    rest = data.Loader(path, "train", 2, T, 2, 0, 1, seed=0)
+    rest.load_state_dict(state)  # the saved seed wins over the constructor's
+    tail = window_ids(*rest.next_batch())
+    later, _ = run_steps(path, 17, 2, 2, 1, states=[rest.state_dict()])
+    assert head == full[:12] and half + tail == full[12] and later == full[13:]
+    assert rest.epoch >= 1
+
+
+def test_resume_with_another_world_size_same_global_batch(tmp_path):
+    path = make_dataset(tmp_path)
+    full, _ = run_steps(path, 20, 2, 1, 2)
+    _, loaders = run_steps(path, 7, 2, 1, 2)
+    state = loaders[0].state_dict()
+    resumed, _ = run_steps(path, 13, 2, 2, 1, states=[state])  # 1 process x 2 micro-steps
+    assert resumed == full[7:]
+    resumed, _ = run_steps(path, 13, 1, 1, 4, states=[state] * 4)  # 4 processes x batch 1
+    assert resumed == full[7:]
+    with pytest.raises(ValueError, match="global_batch was 4, now 2"):
+        data.Loader(path, "train", 2, T, 1, 0, 1).load_state_dict(state)
+    accumulating = data.Loader(path, "train", 2, T, 2, 0, 1)
+    accumulating.next_batch()
+    with pytest.raises(ValueError, match="mid-step"):
+        data.Loader(path, "train", 2, T, 1, 0, 2).load_state_dict(accumulating.state_dict())
+
+
+def test_loader_refuses_bad_arguments(tmp_path):
+    path = make_dataset(tmp_path, sizes=(3,))
+    with pytest.raises(ValueError, match="fewer than one window"):
+        data.Loader(path, "train", 1, T)
+    with pytest.raises(ValueError, match="rank"):
+        data.Loader(path, "valid", 1, T, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="python data.py prepare --out"):
+        data.Loader(tmp_path / "nothing", "train", 1, T)
+
+
+def test_val_batches_fixed_disjoint_balanced(tmp_path):
+    path = make_dataset(tmp_path, valid=(30, 30, 23))  # 20 windows
+    one = [i for x, y in data.val_batches(path, 4, T, 1000) for i in window_ids(x, y)]
+    assert one == list(range(20))
+    again = [i for x, y in data.val_batches(path, 4, T, 1000) for i in window_ids(x, y)]
+    assert again == one
+    for world_size in (2, 3):
+        per_rank = [
+            [window_ids(x, y) for x, y in data.val_batches(path, 2, T, 1000, r, world_size)]
+            for r in range(world_size)
+        ]
+        assert len({tuple(len(b) for b in batches) for batches in per_rank}) == 1  # same batch shapes
+        ids = [i for batches in per_rank for b in batches for i in b]
+        assert len(ids) == len(set(ids)) == 20 - 20 % world_size
+    budget = [i for x, y in data.val_batches(path, 4, T, 5 * T) for i in window_ids(x, y)]
+    assert budget == [0, 4, 8, 12, 16]  # within the token budget, spread over the split
+
+
+# ---------------------------------------------------------------- cleaning and splitting
+def code(name, lines=60):
+    return "".join(f"def {name}_{i}(x):\n    return x * {i} + len('{name}')\n\n" for i in range(lines))
+
+
+def opts(**kw):
+    return data.Options(**{"min_size": 0, **kw})
+
+
+def test_each_filter():
+    good = code("ok")
+    assert data.drop_reason(good, len(good), data.Options()) is None
+    assert data.drop_reason("x = 1\n", 6, data.Options()) == "size"
+    assert data.drop_reason(good, 2 << 20, data.Options()) == "size"
+    generated = "# This file is automatically generated. Do not edit.\n" + good
+    assert data.drop_reason(generated, 1, opts()) == "autogenerated"
+    assert data.drop_reason(generated, 1, opts(drop_autogenerated=False)) is None
+    wide = ("x" * 150 + "\n") * 20
+    assert data.drop_reason(wide, 1, opts()) == "mean_line"
+    assert data.drop_reason(wide, 1, opts(max_mean_line=0)) is None
+    one_long = good + "y = '" + "z" * 1200 + "'\n"
+    assert data.drop_reason(one_long, 1, opts()) == "max_line"
+    assert data.drop_reason(one_long, 1, opts(max_line=0)) is None
+    symbols = "x = [{}]  # " + "-+*/" * 20 + "\n"
+    assert data.drop_reason(symbols * 5, 1, opts()) == "alnum"
+    assert data.drop_reason(symbols * 5, 1, opts(min_alnum=0)) is None
+    assert data.drop_reason(good, 1, opts(keywords=("pandas",))) == "keywords"
+    assert data.drop_reason("import pandas as pd\n" + good, 1, opts(keywords=("sklearn", "pandas"))) is None
+
+
+def write_corpus(root):
+    (root / "pkg" / "sub").mkdir(parents=True)
+    for i in range(12):
+        (root / "pkg" / ("sub" if i % 2 else "") / f"m{i}.py").write_text(code(f"m{i}", 20 + i))
+    (root / "pkg" / "dup.py").write_text(code("m0", 20).replace("\n\n", "\n  \n"))  # whitespace-only change
+    (root / "pkg" / "gen.py").write_text("# auto-generated by a tool\n" + code("gen"))
+    (root / "pkg" / "latin1.py").write_bytes(code("caf").encode() + b"# caf\xe9\n")
+    (root / "pkg" / "notes.txt").write_text("not python")
+    lines = [json.dumps({"content": code(f"j{i}", 30), "repo_name": "r"}) for i in range(6)]
+    lines.insert(3, "{broken json")
+    with gzip.open(root / "extra.jsonl.gz", "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    return [root / "pkg", root / "extra.jsonl.gz"]
+
+
+def test_split_is_stable_when_sources_are_added(tmp_path):
+    sources = write_corpus(tmp_path)
+    flags_a = data.scan(sources[:1], opts(valid_share=0.3), False)[0]
+    flags_ab = data.scan(sources, opts(valid_share=0.3), False)[0]
+    assert flags_ab[: len(flags_a)] == flags_a and {1, 2} <= set(flags_ab)
+    assert data.scan(sources, opts(valid_share=0.3), False)[0] == flags_ab  # deterministic
+
+
+def test_prepare_end_to_end_resume_and_refusals(tmp_path, capsys):
+    sources = write_corpus(tmp_path / "src")
+    out = tmp_path / "ds"
+    kw = {"min_size": 0, "vocab_size": 300, "valid_share": 0.2, "shard_tokens": 2000, "progress": False}
+    meta = data.prepare(out, sources, **kw)
+    docs = meta["documents"]
+    assert (
+        docs["seen"] == 12 + 3 + 6 and docs["dropped_duplicate"] == 1 and docs["dropped_autogenerated"] == 1
+    )
+    assert docs["kept"] == meta["docs"]["train"] + meta["docs"]["valid"] == 19
+    assert meta["read"]["bad_json"] == 1 and meta["read"]["first_bad_json"].endswith("extra.jsonl.gz:4")
+    assert meta["read"]["invalid_utf8"] == 1
+    assert meta == data.load_meta(out) and meta["tokenizer"] == "tokenizer.bpe" and meta["vocab_size"] == 300
+    assert meta["tokenizer_sha256"] == data.file_sha256(out / "tokenizer.bpe")
+    for split in data.SPLITS:
+        assert meta["tokens"][split] == data.TokenStream(out, split).n_tokens
+        assert 1 < meta["bytes_per_token"][split] < 6
+    assert len(meta["shards"]["train"]) >= 3 and not list(out.glob("*.tmp"))
+    tok = data.bpe.Tokenizer.load(out / "tokenizer.bpe")
+    text = tok.decode(data.TokenStream(out, "train").windows([0], meta["tokens"]["train"])[0].tolist())
+    assert text.startswith("<|endoftext|>") and text.count("<|endoftext|>") == meta["docs"]["train"]
+    x, y = data.Loader(out, "train", 2, 16).next_batch()
+    assert x.shape == (2, 16) and int(x.max()) < 300
+
+    # an interrupted run: the last shard and the final meta.json never made it to disk
+    first = {p.name: p.read_bytes() for p in out.glob("*.bin")}
+    for name in meta["shards"]["train"][-2:]:
+        (out / name).unlink()
+    (out / "meta.json").write_text(json.dumps({**meta, "complete": False}))
+    with pytest.raises(ValueError, match="incomplete"):
+        data.load_meta(out)
+    kept_inode = (out / "train_000000.bin").stat().st_ino
+    capsys.readouterr()
+    assert data.prepare(out, sources, **kw) == meta
+    assert "reusing" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in out.glob("*.bin")} == first
+    assert (out / "train_000000.bin").stat().st_ino == kept_inode  # reused, not rewritten
+
+    with pytest.raises(ValueError, match="other sources or options; use another --out or pass --overwrite"):
+        data.prepare(out, sources, **{**kw, "valid_share": 0.5})
+    assert data.load_meta(out) == meta  # nothing lost
+    other = data.prepare(out, sources, overwrite=True, **{**kw, "valid_share": 0.5})
+    assert other["options"]["valid_share"] == 0.5 and other["docs"]["valid"] > meta["docs"]["valid"]
+
+
+def test_prepare_with_given_tokenizer_and_keywords(tmp_path, capsys):
+    sources = write_corpus(tmp_path / "src")
+    first = data.prepare(tmp_path / "a", sources, min_size=0, vocab_size=300, progress=False)
+    meta = data.prepare(
+        tmp_path / "b",
+        sources[:1],
+        min_size=0,
+        tokenizer=str(tmp_path / "a" / "tokenizer.bpe"),
+        keywords=("m1", "m3"),
+        progress=False,
+    )
+    assert meta["tokenizer_sha256"] == first["tokenizer_sha256"]
+    assert meta["documents"]["dropped_keywords"] == meta["documents"]["seen"] - meta["documents"]["kept"] > 0
+    assert "of documents kept" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="65,536"):
+        data.prepare(tmp_path / "c", sources, vocab_size=70000)
+    assert not (tmp_path / "c").exists()
+
+
+# ---------------------------------------------------------------- command line
+def cli(*args, cwd=ROOT):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "data.py"), *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_cli_errors_are_one_line_exit_2(tmp_path):
+    result = cli("prepare", "--out", tmp_path / "o", "--source", tmp_path / "missing")
+    assert result.returncode == 2 and result.stderr.startswith(f"error: {tmp_path / 'missing'}: no such file")
+    assert result.stderr.count("\n") == 1  # one line, no traceback, no progress bar
+    for args, message in [
+        (["prepare", "--out", tmp_path / "o", "--source", tmp_path], "no file matching '*.py'"),
+        (["prepare", "--out", tmp_path / "o", "--valid-share", "1.5"], "--valid-share < 1"),
+        (["inspect", tmp_path / "none"], "python data.py prepare --out"),
+    ]:
+        with pytest.raises(ValueError, match=message.replace("*", r"\*").replace(".", r"\.")):
+            data.main(list(map(str, args)))
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_prepare_and_inspect(tmp_path, capsys):
+    sources = write_corpus(tmp_path / "src")
+    out = tmp_path / "ds"
+    data.main(
+        [
+            "prepare",
+            "--out",
+            str(out),
+            "--source",
+            *map(str, sources),
+            "--min-size",
+            "0",
+            "--vocab-size",
+            "300",
+            "--no-dedup",
+            "--valid-share",
+            "0.3",
+        ]
+    )
+    assert data.load_meta(out)["documents"].get("dropped_duplicate", 0) == 0
+    assert "tokens: {'train': " in capsys.readouterr().out
+    result = cli("inspect", out, "--seed", 1)
+    assert result.returncode == 0 and "--- train window" in result.stdout and "valid" in result.stdout
