@@ -18,6 +18,8 @@ import base64
 import gzip
 import heapq
 import json
+import keyword
+import math
 import os
 import sys
 from collections import Counter, deque
@@ -103,6 +105,7 @@ def _read_jsonl(file: Path, field: str, stats) -> Iterator[str]:
 # Training on ids in that order makes our tie rule pick exactly the merge HF picks.
 _PRINTABLE = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), 256)]
 HF_BYTE_ORDER = _PRINTABLE + [b for b in range(256) if b not in _PRINTABLE]
+_TO_HF_ORDER = bytes(HF_BYTE_ORDER.index(b) for b in range(256))  # for bytes.translate
 BYTE_TO_UNICODE = {b: chr(b) for b in _PRINTABLE} | {
     b: chr(256 + i) for i, b in enumerate(HF_BYTE_ORDER[len(_PRINTABLE) :])
 }
@@ -158,68 +161,75 @@ def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def learn_merges(words: Counter, n_merges: int, min_frequency: int, progress: bool) -> list[tuple]:
+def learn_merges(words: dict[bytes, int], n_merges: int, min_frequency: int, progress: bool) -> list[tuple]:
     """The BPE merge loop: repeatedly fuse the most frequent adjacent pair, updating counts incrementally.
+
+    Each distinct word is a list of ids with its frequency. pair_counts holds the total count of every
+    adjacent pair, `where` the words holding it, a heap the best pair. Merging (a, b) into `new` visits
+    only the words in where[(a, b)] and only the neighbours of each occurrence: x a b y loses (x, a) and
+    (b, y) and gains (x, new) and (new, y). Those fallen counts stay stale in the heap and are fixed
+    when popped (lazy invalidation); the gained pairs all contain `new` and are pushed.
+    Speed: a pair (a, b) is the int a << 20 | b and a heap entry the int -count << 40 | pair, because
+    hashing and comparing one int is several times cheaper than a tuple.
 
     Tie rule (HF BpeTrainer's): highest count, then the smallest pair of ids (ids of the bytes in
     HF_BYTE_ORDER, merges numbered as created). Counts are Python ints: on big code corpora the pair
     (space, space) occurs more than 2**31 times, which overflows the i32 counters of some trainers.
     """
-    seqs = [[HF_BYTE_ORDER.index(b) for b in w] for w in words]  # internal ids, see HF_BYTE_ORDER
+    seqs = [list(w.translate(_TO_HF_ORDER)) for w in words]
     freqs = list(words.values())
     pair_counts = Counter()
-    where = {}  # pair -> indices of words that may hold it (stale entries are harmless, so never removed)
+    where = {}  # pair -> words that may hold it (stale entries are harmless, so never removed)
     for i, (seq, freq) in enumerate(zip(seqs, freqs, strict=True)):
-        for pair in pairwise(seq):
-            pair_counts[pair] += freq
-            where.setdefault(pair, set()).add(i)
-    heap = [(-count, pair) for pair, count in pair_counts.items()]
+        for a, b in pairwise(seq):
+            pair_counts[a << 20 | b] += freq
+            where.setdefault(a << 20 | b, set()).add(i)
+    heap = [-count << 40 | pair for pair, count in pair_counts.items()]
     heapq.heapify(heap)
     merges = []
     bar = tqdm(total=n_merges, desc="merge", unit="merge", disable=not progress)
     while len(merges) < n_merges and heap:
-        neg, pair = heapq.heappop(heap)
-        count = pair_counts[pair]
-        if -neg != count:  # lazy invalidation: the count fell since this entry was pushed
-            if count > 0:
-                heapq.heappush(heap, (-count, pair))
+        entry = heapq.heappop(heap)
+        pair, count = entry & (1 << 40) - 1, -(entry >> 40)
+        if count != pair_counts[pair]:  # stale entry: requeue at the current count
+            if pair_counts[pair] > 0:
+                heapq.heappush(heap, -pair_counts[pair] << 40 | pair)
             continue
         if count < min_frequency:
             break
-        new = 256 + len(merges)
-        merges.append(pair)
-        bar.update()
-        a, b = pair
-        touched = set()
+        a, b, new = pair >> 20, pair & (1 << 20) - 1, 256 + len(merges)
+        merges.append((a, b))
+        gained = set()
         for i in where.pop(pair):
             seq, freq = seqs[i], freqs[i]
-            merged = _merge(seq, a, b, new)
-            if len(merged) == len(seq):
-                continue
-            for p in pairwise(seq):
-                pair_counts[p] -= freq
-            for p in pairwise(merged):
-                pair_counts[p] += freq
-                if new in p:
-                    where.setdefault(p, set()).add(i)
-                    touched.add(p)
-            seqs[i] = merged
-        for p in touched:
-            heapq.heappush(heap, (-pair_counts[p], p))
+            k = 0
+            while True:
+                try:
+                    k = seq.index(a, k)  # scanning in C
+                except ValueError:
+                    break
+                if k + 1 < len(seq) and seq[k + 1] == b:
+                    if k > 0:
+                        x = seq[k - 1] << 20
+                        pair_counts[x | a] -= freq
+                        pair_counts[x | new] += freq
+                        gained.add(x | new)
+                        where.setdefault(x | new, set()).add(i)
+                    if k + 2 < len(seq):
+                        y = seq[k + 2]
+                        pair_counts[b << 20 | y] -= freq
+                        pair_counts[new << 20 | y] += freq
+                        gained.add(new << 20 | y)
+                        where.setdefault(new << 20 | y, set()).add(i)
+                    seq[k : k + 2] = (new,)
+                k += 1
+        pair_counts[pair] = 0  # every occurrence is merged (left to right, so a a a -> new a)
+        for p in gained:
+            if pair_counts[p] > 0:
+                heapq.heappush(heap, -pair_counts[p] << 40 | p)
+        bar.update()
     bar.close()
     return merges
-
-
-def _merge(seq: list[int], a: int, b: int, new: int) -> list[int]:
-    out, i = [], 0
-    while i < len(seq):
-        if i + 1 < len(seq) and seq[i] == a and seq[i + 1] == b:
-            out.append(new)
-            i += 2
-        else:
-            out.append(seq[i])
-            i += 1
-    return out
 
 
 # ------------------------------------------------------------------------------------------ tokenizer
@@ -283,19 +293,21 @@ class Tokenizer:
         return self._tiktoken.encode_ordinary_batch(texts, num_threads=num_threads or os.cpu_count())
 
     def encode_reference(self, text: str) -> list[int]:
-        """GPT-2's encoder in a few lines: split by the pattern, then in each piece merge the adjacent
-        pair whose concatenation has the lowest rank (= was learned first) until none is a token."""
-        ids = []
-        for piece in self._regex.findall(_no_surrogates(text)):
-            parts = [bytes([b]) for b in piece.encode()]
-            while len(parts) > 1:
-                pair_ranks = [self.ranks.get(x + y, len(self.ranks)) for x, y in pairwise(parts)]
-                i = min(range(len(pair_ranks)), key=pair_ranks.__getitem__)  # leftmost lowest, as tiktoken
-                if pair_ranks[i] == len(self.ranks):
-                    break
-                parts[i : i + 2] = [parts[i] + parts[i + 1]]
-            ids.extend(self.ranks[p] for p in parts)
-        return ids
+        """GPT-2's encoder in a few lines: split by the pattern, then BPE each piece (no special tokens)."""
+        pieces = self._regex.findall(_no_surrogates(text))
+        return [self.ranks[part] for piece in pieces for part in self._bpe(piece.encode())]
+
+    def _bpe(self, piece: bytes, max_rank=math.inf) -> list[bytes]:
+        """Merge the adjacent pair whose concatenation has the lowest rank (= was learned first), the
+        leftmost on ties as tiktoken does, until no concatenation is a token of rank < max_rank."""
+        parts = [bytes([b]) for b in piece]
+        while len(parts) > 1:
+            pair_ranks = [self.ranks.get(x + y, max_rank) for x, y in pairwise(parts)]
+            i = min(range(len(pair_ranks)), key=pair_ranks.__getitem__)
+            if pair_ranks[i] >= max_rank:
+                break
+            parts[i : i + 2] = [parts[i] + parts[i + 1]]
+        return parts
 
     def decode_bytes(self, ids) -> bytes:
         try:
@@ -349,6 +361,37 @@ class Tokenizer:
             ) from None
         return cls(enc._mergeable_ranks, enc._pat_str, enc._special_tokens)
 
+    def merges(self) -> list[tuple[bytes, bytes]]:
+        """The merge that made each multi-byte token, in rank order: BPE of the token's bytes with the
+        lower ranks only stops at the two parts it was made of (ranks files store no merges)."""
+        out = []
+        for token in sorted(self.ranks, key=self.ranks.get):
+            if len(token) > 1:
+                parts = self._bpe(token, self.ranks[token])
+                if len(parts) != 2:
+                    raise ValueError(f"token {token!r} is not a merge of two lower-ranked tokens")
+                out.append((parts[0], parts[1]))
+        return out
+
+    def save_tiktoken(self, path):
+        """tiktoken's ranks format: one "base64(token) rank" line per token, no pattern, no specials."""
+        lines = (
+            f"{base64.b64encode(t).decode()} {r}\n" for t, r in sorted(self.ranks.items(), key=lambda x: x[1])
+        )
+        _atomic_write(path, "".join(lines))
+
+    def save_hf(self, out_dir):
+        """GPT-2's vocab.json + merges.txt (each byte written as its printable stand-in), which HF's
+        GPT2TokenizerFast loads. HF's ByteLevel pre-tokenizer always splits with GPT-2's pattern."""
+        if self.pattern != GPT2_PATTERN:
+            raise ValueError("vocab.json + merges.txt imply GPT-2's pattern; train with --pattern gpt2")
+        show = lambda token: "".join(BYTE_TO_UNICODE[b] for b in token)  # noqa: E731
+        vocab = {show(t): r for t, r in self.ranks.items()} | self.special_tokens
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        _atomic_write(Path(out_dir, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
+        merges = "".join(f"{show(a)} {show(b)}\n" for a, b in self.merges())
+        _atomic_write(Path(out_dir, "merges.txt"), "#version: 0.2\n" + merges)
+
 
 def _no_surrogates(text: str) -> str:
     """Lone surrogates (e.g. from os.fsdecode) have no UTF-8 form: they become U+FFFD, as tiktoken does."""
@@ -368,6 +411,43 @@ def _atomic_write(path, text: str):
 # ---------------------------------------------------------------------------------------- command line
 
 
+SNIPPET = 'def say_hello(self, name):\n        """Greet."""\n        print(f"Hello, {name}!")  # 42\n'
+
+
+def report(path, inputs, compare=None, max_mb=10):
+    """The book's analysis of a vocabulary: compression on code, keywords, merges, a tokenized snippet."""
+    tok = Tokenizer.load(path)
+    merged = sorted((t for t in tok.ranks if len(t) > 1), key=tok.ranks.get)
+    show = lambda tokens: " ".join(repr(t.decode(errors="replace")) for t in tokens)  # noqa: E731
+    missing = [k for k in keyword.kwlist if k.encode() not in tok.ranks]
+    print(f"{path}: vocab_size {tok.vocab_size}, special tokens {tok.special_tokens}")
+    print(f"Python keywords that are not one token: {missing or 'none'}")
+    print(f"first merges: {show(merged[:12])}\nlast merges: {show(merged[-12:])}")
+    print(f"longest tokens: {show(sorted(merged, key=len)[-6:])}")
+    others = [(path, tok)] + ([(compare, _load_any(compare))] if compare else [])
+    for name, t in others:
+        stats = Counter()
+        print(
+            f"{name}: {_chars_per_token(t, read_texts(inputs, stats=stats), max_mb):.3f} chars per token on "
+            f"the first {max_mb} MB of {' '.join(inputs)} ({_describe(stats)})"
+        )
+        print("  " + "|".join(t.decode([i]) for i in t.encode(SNIPPET)).replace("\n", "\\n"))
+
+
+def _load_any(name) -> Tokenizer:
+    return Tokenizer.from_tiktoken(name) if name in ("gpt2", "cl100k_base") else Tokenizer.load(name)
+
+
+def _chars_per_token(tok, texts, max_mb) -> float:
+    chars = tokens = 0
+    for chunk in _chunks(texts, 1 << 20):
+        chars += sum(map(len, chunk))
+        tokens += sum(map(len, tok.encode_batch(chunk)))
+        if chars > max_mb * 1e6:
+            break
+    return chars / max(tokens, 1)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -377,6 +457,15 @@ def main(argv=None):
     train.add_argument("--out", required=True)
     train.add_argument("--pattern", choices=PATTERNS, default="gpt2")
     train.add_argument("--min-frequency", type=int, default=2)
+    rep = sub.add_parser("report", help="analyse a vocabulary on some input")
+    rep.add_argument("file")
+    rep.add_argument("--input", nargs="+", required=True)
+    rep.add_argument("--compare", help="another tokenizer file, or gpt2 (needs tiktoken's download)")
+    rep.add_argument("--max-mb", type=float, default=10, help="read at most this much input")
+    export = sub.add_parser("export", help="write tiktoken ranks and/or HF vocab.json + merges.txt")
+    export.add_argument("file")
+    export.add_argument("--tiktoken", help="ranks file to write")
+    export.add_argument("--hf", help="directory for vocab.json and merges.txt")
     args = parser.parse_args(argv)
     if args.command == "train":
         stats = Counter()
@@ -385,13 +474,25 @@ def main(argv=None):
         )
         tok.save(args.out)
         print(f"wrote {args.out}: vocab_size {tok.vocab_size}; read {_describe(stats)}")
+    elif args.command == "report":
+        report(args.file, args.input, args.compare, args.max_mb)
+    else:
+        tok = Tokenizer.load(args.file)
+        if args.tiktoken:
+            tok.save_tiktoken(args.tiktoken)
+        if args.hf:
+            tok.save_hf(args.hf)
 
 
 def _describe(stats) -> str:
     out = f"{stats['files']} files"
-    for key in ("bad_json", "missing_field", "invalid_utf8"):
+    for key, what in [
+        ("bad_json", "bad JSON lines skipped"),
+        ("missing_field", "records without the text field skipped"),
+        ("invalid_utf8", "files or lines with invalid UTF-8 replaced by U+FFFD"),
+    ]:
         if stats[key]:
-            out += f", {stats[key]} {key.replace('_', ' ')} (first at {stats['first_' + key]})"
+            out += f", {stats[key]} {what} (first at {stats['first_' + key]})"
     return out
 
 
