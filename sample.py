@@ -1,0 +1,228 @@
+"""Stage 6, the last: code completions from a trained checkpoint, as the book's complete_code() does.
+
+How a prompt becomes text:
+    prompt text --Tokenizer.encode--> ids, cropped from the left to the model's context
+    --> the same ids n times, one batch --> GPT.stream: one new token per sample per step (key/value cache)
+    --> each sample's token bytes through an incremental UTF-8 decoder, so only whole characters come out
+    --> a sample ends at <|endoftext|> or, with first_block, where the next top-level block starts;
+        generation stops when every sample has ended
+    --> one sample streams to the terminal; several are printed between rules, as in the book.
+
+Functions that evaluate.py and the demo reuse:
+    load_model(checkpoint, tokenizer=None, device="cpu", dtype="float32") -> (GPT, Tokenizer)
+    complete(model, tokenizer, prompt, n=1, max_new_tokens=64, temperature=0.4, top_k=None, top_p=0.95,
+             seed=1, stop_at_first_block=False) -> list[str]     # n completions, prompt not included
+    completion_steps(...same arguments as complete...) -> Iterator[list[str]]   # new text per sample per step
+    first_block(text) -> str                                        # the completion up to the next block
+
+    python sample.py --prompt 'def area_of_rectangle(a: float, b: float):' [--checkpoint out/tiny]
+"""
+
+import argparse
+import codecs
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from bpe import Tokenizer
+from model import GPT
+from train import latest_checkpoint
+
+DEFAULT_RUN = "out/tiny"  # where demo.sh / `python train.py tiny` write the main job's model
+RULE = "\n" + "=" * 80 + "\n"  # the book's separator between completions
+
+# The book's regex has typos ('n#', '\n\n@', no closing parenthesis); what it means is: a new top-level
+# class, def, comment, decorator, print or if at the start of a line ends the first block. \b keeps
+# names such as `ifs = 1` or `printer()` from cutting.
+BLOCK_START = re.compile(r"\n(?=(?:class|def|print|if)\b|#|@)")
+
+
+def first_block(text: str) -> str:
+    """The completion up to where the next top-level block starts, trailing whitespace removed."""
+    return BLOCK_START.split(text, maxsplit=1)[0].rstrip()
+
+
+def load_model(checkpoint, tokenizer=None, device="cpu", dtype="float32") -> tuple[GPT, Tokenizer]:
+    """A run folder (its latest checkpoint), a checkpoint folder or an HF-format GPT-2 folder -> model in
+    eval mode on `device` in `dtype`, and its tokenizer (`tokenizer` file, else tokenizer.bpe beside it)."""
+    folder = latest_checkpoint(checkpoint)
+    tok_path = Path(tokenizer) if tokenizer else folder / "tokenizer.bpe"
+    if not tok_path.is_file():
+        raise FileNotFoundError(f"no tokenizer file {tok_path}: pass --tokenizer FILE (a tokenizer.bpe)")
+    tok = Tokenizer.load(tok_path)
+    model = GPT.from_pretrained(folder)
+    if tok.vocab_size != model.config.vocab_size:
+        raise ValueError(
+            f"tokenizer {tok_path} has {tok.vocab_size} tokens but the model in {folder} has "
+            f"{model.config.vocab_size}: pass the tokenizer.bpe the model was trained with (--tokenizer FILE)"
+        )
+    return model.to(device=device, dtype=getattr(torch, dtype)).eval(), tok
+
+
+def check_settings(prompt, n, max_new_tokens, temperature, top_k, top_p):
+    """Refuse, in one line each, the settings that would fail deep inside generation or mean nothing."""
+    if not prompt:
+        raise ValueError(
+            "the prompt is empty: give code to complete (--prompt TEXT, --prompt-file FILE, --prompt -)"
+        )
+    if n < 1 or max_new_tokens < 1:
+        raise ValueError(
+            f"need at least one sample and one new token, got n={n}, max_new_tokens={max_new_tokens}"
+        )
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 (or None for no limit), got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
+def encode_prompt(model, tokenizer, prompt) -> list[int]:
+    ids = tokenizer.encode(prompt)
+    context = model.config.context
+    if len(ids) > context:
+        print(
+            f"note: the prompt is {len(ids)} tokens, the model sees {context}: keeping the last {context}",
+            file=sys.stderr,
+        )
+    return ids[-context:]
+
+
+def visible_text(text: str, ended: bool, stop_at_first_block: bool) -> tuple[str, bool]:
+    """What of a sample's text may be shown now, and whether the sample is finished.
+
+    With first_block, a block start can only be judged on a complete line (`\\nde` may become `\\ndef` or
+    `\\ndefault = 1`), so until the sample ends we look only up to the last newline and hold back trailing
+    whitespace, which the cut would strip. What is shown this way only ever grows."""
+    if not stop_at_first_block:
+        return text, ended
+    settled = text if ended else text[: text.rfind("\n") + 1]
+    parts = BLOCK_START.split(settled, maxsplit=1)
+    return parts[0].rstrip(), ended or len(parts) > 1
+
+
+@torch.inference_mode()
+def completion_steps(model, tokenizer, prompt, n=1, max_new_tokens=64, temperature=0.4, top_k=None,
+                     top_p=0.95, seed=1, stop_at_first_block=False) -> Iterator[list[str]]:  # fmt: skip
+    """After every decoding step, yield the new text of each of the n samples ('' when nothing new)."""
+    check_settings(prompt, n, max_new_tokens, temperature, top_k, top_p)
+    device = next(model.parameters()).device
+    idx = torch.tensor([encode_prompt(model, tokenizer, prompt)] * n, dtype=torch.long, device=device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    # A token can end mid-character (byte-level BPE); the incremental decoder keeps the partial bytes.
+    decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(n)]
+    texts, shown, done = [""] * n, [""] * n, [False] * n
+    steps = model.stream(
+        idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+    )
+    for step, tokens in enumerate(steps, start=1):
+        pieces = [""] * n
+        for i, token in enumerate(tokens.tolist()):
+            if done[i]:  # finished samples keep being computed with the batch; their tokens are dropped
+                continue
+            ended = step == max_new_tokens or token == tokenizer.eot_token
+            piece = b"" if token == tokenizer.eot_token else tokenizer.decode_bytes([token])
+            texts[i] += decoders[i].decode(piece, final=ended)
+            visible, done[i] = visible_text(texts[i], ended, stop_at_first_block)
+            pieces[i], shown[i] = visible[len(shown[i]) :], visible
+        yield pieces
+        if all(done):
+            return
+
+
+def complete(model, tokenizer, prompt, n=1, max_new_tokens=64, temperature=0.4, top_k=None, top_p=0.95,
+             seed=1, stop_at_first_block=False) -> list[str]:  # fmt: skip
+    """The n completions of `prompt` (without it), sampled together as one batch; same seed, same text."""
+    steps = completion_steps(model, tokenizer, prompt, n, max_new_tokens, temperature, top_k, top_p, seed,
+                             stop_at_first_block)  # fmt: skip
+    return ["".join(pieces) for pieces in zip(*steps, strict=True)]  # per step -> per sample
+
+
+def read_prompt(args) -> str:
+    """Used exactly as given: no unescaping of a literal \\n, no added or stripped newline."""
+    if args.prompt == "-":
+        return sys.stdin.read()
+    if args.prompt is not None:
+        return args.prompt
+    try:
+        return Path(args.prompt_file).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"prompt file {args.prompt_file} is not UTF-8 text") from None
+
+
+def resolve_checkpoint(path):
+    if path is not None:
+        return path
+    if not Path(DEFAULT_RUN).exists():
+        raise ValueError(
+            f"no trained model in {DEFAULT_RUN} yet: train one with `bash demo.sh` "
+            "(or `python train.py tiny`), or pass --checkpoint PATH"
+        )
+    return DEFAULT_RUN
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Complete Python code with a trained GPT-2 checkpoint.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", help="the code to complete, as given; '-' reads standard input")
+    source.add_argument("--prompt-file", help="a UTF-8 file holding the code to complete")
+    p.add_argument(
+        "--checkpoint", help=f"run folder, checkpoint folder or HF GPT-2 folder (default {DEFAULT_RUN})"
+    )
+    p.add_argument("--tokenizer", help="tokenizer file (default: tokenizer.bpe in the checkpoint folder)")
+    p.add_argument("--num-samples", type=int, default=1, help="completions, generated as one batch")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    # The book's complete_code settings: temperature 0.4, top_p 0.95, no top-k, seed 1.
+    p.add_argument("--temperature", type=float, default=0.4, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k likeliest tokens (0 = all)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling, in (0, 1]")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--first-block", action="store_true", help="cut where the next top-level block starts")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help="default: bfloat16 on CUDA, float32 on CPU",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    prompt = read_prompt(args)
+    dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    model, tok = load_model(resolve_checkpoint(args.checkpoint), args.tokenizer, args.device, dtype)
+    steps = completion_steps(
+        model,
+        tok,
+        prompt,
+        args.num_samples,
+        args.max_new_tokens,
+        args.temperature,
+        args.top_k or None,
+        args.top_p,
+        args.seed,
+        args.first_block,
+    )
+    if args.num_samples == 1:
+        sys.stdout.write(prompt)
+        for (piece,) in steps:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return
+    texts = [""] * args.num_samples
+    for pieces in tqdm(steps, total=args.max_new_tokens, unit="step", leave=False, file=sys.stderr):
+        texts = [t + p for t, p in zip(texts, pieces, strict=True)]
+    print(RULE.join(texts))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, OSError) as e:
+        sys.exit(print(f"error: {e}", file=sys.stderr) or 2)

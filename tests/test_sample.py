@@ -1,0 +1,268 @@
+"""sample.py: reproducible sampling, greedy = the plain argmax chain, first_block cutting, streaming that
+never breaks a character, and the command line end to end on a tiny checkpoint written here."""
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import sample
+from bpe import Tokenizer
+from model import GPT, GPTConfig, sample_next
+
+ROOT = Path(__file__).resolve().parent.parent
+CODE = '''def area_of_rectangle(a: float, b: float):
+    """Return the area of the rectangle."""
+    return a * b
+
+
+def mean(a):
+    return sum(a) / len(a)
+
+
+class Point:
+    def __init__(self, x, y):
+        self.x = x
+        self.y = y
+'''
+URLS = "\n    return [url for url in re.findall(r'<a href=\"(.*?)\"', html)\n            if url]"
+PROMPT = 'def area_of_rectangle(a: float, b: float):\n    """Return the area of the rectangle."""'
+
+
+def make_checkpoint(folder: Path, vocab_size=300, seed=0) -> Path:
+    """What train.py leaves in a checkpoint folder, as far as sample.py reads it."""
+    tok = Tokenizer.train([CODE] * 4, vocab_size=vocab_size, progress=False)
+    torch.manual_seed(seed)
+    GPT(GPTConfig(vocab_size=tok.vocab_size, context=64, n_layer=2, n_head=2, n_embd=32)).save_pretrained(
+        folder
+    )
+    tok.save(folder / "tokenizer.bpe")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run folder as train.py writes it: ckpt-NNNNNNN/ folders and `latest` naming the newest."""
+    run = tmp_path_factory.mktemp("run")
+    make_checkpoint(run / "ckpt-0000010")
+    (run / "latest").write_text("ckpt-0000010\n")
+    return run
+
+
+@pytest.fixture(scope="module")
+def ckpt(run_dir):
+    return run_dir / "ckpt-0000010"
+
+
+@pytest.fixture(scope="module")
+def loaded(ckpt):
+    return sample.load_model(ckpt)
+
+
+def test_same_seed_same_text_other_seed_other_text(loaded):
+    model, tok = loaded
+    run = lambda seed: sample.complete(model, tok, PROMPT, n=3, max_new_tokens=16, temperature=1.0, seed=seed)  # noqa: E731
+    assert run(7) == run(7)
+    assert run(7) != run(8)
+
+
+def test_greedy_equals_the_argmax_chain_without_cache(loaded):
+    model, tok = loaded
+    idx = torch.tensor([tok.encode(PROMPT)])
+    prompt_len = idx.shape[1]
+    with torch.no_grad():
+        for _ in range(20):  # plain forward over the growing sequence: no key/value cache involved
+            logits, _ = model(idx)
+            idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    new = idx[0, prompt_len:].tolist()
+    new = new[: new.index(tok.eot_token)] if tok.eot_token in new else new
+    expected = tok.decode(new)
+    # every row of the batch must follow the same chain
+    assert sample.complete(model, tok, PROMPT, n=3, max_new_tokens=20, temperature=0) == [expected] * 3
+
+
+def test_top_k_1_is_greedy(loaded):
+    model, tok = loaded
+    greedy = sample.complete(model, tok, PROMPT, max_new_tokens=16, temperature=0)
+    assert sample.complete(model, tok, PROMPT, max_new_tokens=16, temperature=1.0, top_k=1, seed=3) == greedy
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    logits = probs.log().expand(4000, -1)
+    gen = torch.Generator().manual_seed(0)
+    drawn = lambda p: set(sample_next(logits, 1.0, None, p, gen).tolist())  # noqa: E731
+    assert drawn(0.45) == {0}
+    assert drawn(0.79) == {0, 1}
+    assert drawn(0.81) == {0, 1, 2}
+    assert drawn(1.0) == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize(
+    "completion, block",
+    [  # the book's completions, followed by what a model writes next
+        ("\n    return a * b\n\n\ndef main():\n    pass", "\n    return a * b"),
+        ("\n    return np.mean(a)\n\n# the same with torch\nimport torch", "\n    return np.mean(a)"),
+        (URLS + "\n\n@app.route('/')", URLS),
+        (
+            "\nclf = RandomForestClassifier(n_estimators=20)\nclf.fit(X, y)\nprint(clf.score(X, y))",
+            "\nclf = RandomForestClassifier(n_estimators=20)\nclf.fit(X, y)",
+        ),
+        ("\n    return a\n\nif __name__ == '__main__':\n    main()", "\n    return a"),
+        ("\n    return a\nclass B:\n    pass", "\n    return a"),
+        # not a block start: indented, or a name that only begins like a keyword
+        ("\n    if a:\n        print(a)\n    # done\nifs = 1\nprinter()", None),
+    ],
+)
+def test_first_block_on_the_books_examples(completion, block):
+    assert sample.first_block(completion) == (completion if block is None else block)
+
+
+class Scripted(torch.nn.Module):
+    """Stands in for GPT: plays back fixed tokens for each sample and counts the steps taken."""
+
+    def __init__(self, rows, vocab_size):
+        super().__init__()
+        self.config = GPTConfig(vocab_size=vocab_size, context=64, n_layer=1, n_head=1, n_embd=8)
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the sampler a device
+        self.steps, self.columns = 0, list(zip(*rows, strict=True))
+
+    def stream(self, idx, max_new_tokens, **_):
+        for column in self.columns[:max_new_tokens]:
+            self.steps += 1
+            yield torch.tensor(column)
+
+
+def byte_tokens(tok, text):
+    return [tok.ranks[bytes([b])] for b in text.encode()]
+
+
+def test_streaming_stops_per_sample_and_never_splits_a_character(loaded):
+    _, tok = loaded
+    first = byte_tokens(tok, "\n    return 'é' * 2\n\ndef g():\n    pass\n")
+    second = byte_tokens(tok, "\n    x = 1") + [tok.eot_token]
+    rows = [
+        first + byte_tokens(tok, "x" * 10),
+        second + byte_tokens(tok, "y" * (len(first) + 10 - len(second))),
+    ]
+    model = Scripted(rows, tok.vocab_size)
+    steps = list(
+        sample.completion_steps(model, tok, "def f():", n=2, max_new_tokens=99, stop_at_first_block=True)
+    )
+    texts = ["".join(s[i] for s in steps) for i in range(2)]
+    assert texts == ["\n    return 'é' * 2", "\n    x = 1"]
+    assert all("\ufffd" not in piece for s in steps for piece in s)  # half of 'é' is never shown
+    assert model.steps == len(first) - len("    pass\n")  # stopped once the `def g():` line was complete
+    whole = sample.complete(Scripted(rows, tok.vocab_size), tok, "def f():", n=2, max_new_tokens=99)
+    assert whole == [tok.decode(rows[0]), "\n    x = 1"]
+
+
+def test_long_prompt_is_cropped_from_the_left_with_a_notice(loaded, capsys):
+    model, tok = loaded
+    out = sample.complete(model, tok, CODE * 3, max_new_tokens=8, temperature=0)
+    assert len(out) == 1
+    assert "keeping the last 64" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [dict(top_p=0.0), dict(top_p=1.5), dict(prompt=""), dict(temperature=-1.0), dict(n=0), dict(top_k=0)],
+)
+def test_bad_settings_are_one_line_errors(loaded, settings):
+    model, tok = loaded
+    kwargs = dict(prompt=PROMPT) | settings
+    with pytest.raises(ValueError) as e:
+        sample.complete(model, tok, **kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_checkpoints_are_one_line_errors(ckpt, tmp_path):
+    other = make_checkpoint(tmp_path / "other", vocab_size=280)
+    bare = tmp_path / "hf"
+    GPT.from_pretrained(ckpt).save_pretrained(bare)  # an HF-format folder with no tokenizer beside it
+    cases = [(ckpt, other / "tokenizer.bpe"), (bare, None), (tmp_path / "missing", None)]
+    for checkpoint, tokenizer in cases:
+        with pytest.raises((ValueError, OSError)) as e:
+            sample.load_model(checkpoint, tokenizer)
+        assert "\n" not in str(e.value) and str(checkpoint if tokenizer is None else tokenizer) in str(
+            e.value
+        )
+    model, tok = sample.load_model(bare, ckpt / "tokenizer.bpe")  # with --tokenizer it loads
+    assert tok.vocab_size == model.config.vocab_size
+
+
+class Recorder(io.StringIO):
+    """stdout that remembers what was written between flushes."""
+
+    def __init__(self):
+        super().__init__()
+        self.flushed = []
+
+    def flush(self):
+        self.flushed.append(self.getvalue())
+
+
+def test_cli_streams_one_sample(run_dir, loaded, monkeypatch):
+    model, tok = loaded
+    out = Recorder()
+    monkeypatch.setattr(sys, "stdout", out)
+    sample.main(["--checkpoint", str(run_dir), "--prompt", PROMPT, "--max-new-tokens", "12", "--seed", "5"])
+    expected = sample.complete(model, tok, PROMPT, max_new_tokens=12, seed=5)[0]
+    assert out.getvalue() == PROMPT + expected + "\n"
+    assert len(set(out.flushed)) > 2  # the text grew on screen step by step
+
+
+def test_cli_several_samples_between_rules(run_dir, loaded, tmp_path, capsys):
+    model, tok = loaded
+    prompt_file = tmp_path / "prompt.py"
+    prompt_file.write_text(PROMPT)
+    args = ["--checkpoint", str(run_dir), "--prompt-file", str(prompt_file), "--num-samples", "3"]
+    sample.main([*args, "--max-new-tokens", "10", "--first-block", "--temperature", "1"])
+    expected = sample.complete(
+        model, tok, PROMPT, n=3, max_new_tokens=10, temperature=1, stop_at_first_block=True
+    )
+    assert capsys.readouterr().out == sample.RULE.join(expected) + "\n"
+
+
+def run_cli(*args, stdin="", cwd=ROOT):
+    env = dict(os.environ, PYTHONIOENCODING="utf-8")
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "sample.py"), *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.fixture(scope="module")
+def cli(ckpt, tmp_path_factory):
+    """The command-line runs, started together: each pays the interpreter and torch start-up."""
+    prompt = "def mean(a):\n"
+    runs = {
+        "stdin": (run_cli("--checkpoint", str(ckpt), "--prompt", "-", "--temperature", "0"), prompt),
+        "empty": (run_cli("--checkpoint", str(ckpt), "--prompt", ""), ""),
+        # no --checkpoint, in a folder where nothing was trained: out/tiny does not exist
+        "untrained": (run_cli("--prompt", "x", cwd=tmp_path_factory.mktemp("fresh")), ""),
+    }
+    return {name: (*p.communicate(stdin.encode()), p.returncode, stdin) for name, (p, stdin) in runs.items()}
+
+
+def test_cli_reads_stdin_as_given(cli, loaded):
+    model, tok = loaded
+    out, err, code, prompt = cli["stdin"]
+    assert code == 0, err.decode()
+    expected = sample.complete(model, tok, prompt, temperature=0)[0]
+    assert out.decode() == prompt + expected + "\n"
+
+
+@pytest.mark.parametrize("case, words", [("empty", "prompt is empty"), ("untrained", "bash demo.sh")])
+def test_cli_errors_are_one_line_and_exit_2(cli, case, words):
+    out, err, code, _ = cli[case]
+    assert code == 2 and out == b""
+    assert err.decode().startswith("error: ") and err.decode().count("\n") == 1 and words in err.decode()
