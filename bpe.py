@@ -47,23 +47,29 @@ EOT = "<|endoftext|>"
 
 
 def read_texts(paths, glob="*.py", field="content", stats=None) -> Iterator[str]:
-    """Yield documents one by one from directories, JSON Lines files or text files (never the corpus)."""
-    stats = Counter() if stats is None else stats
+    """Documents one by one from directories, JSON Lines files or text files (never the whole corpus).
+    Paths are checked now, so a typo fails before hours of work, not in the middle."""
+    files = []
     for path in [Path(paths)] if isinstance(paths, str | os.PathLike) else map(Path, paths):
         if path.is_dir():
-            files = sorted(p for p in path.rglob(glob) if p.is_file())  # sorted: same order on every OS
-            if not files:
+            found = sorted(p for p in path.rglob(glob) if p.is_file())  # sorted: same order on every OS
+            if not found:
                 raise ValueError(f"{path}: no file matching {glob!r} in this directory; pass another path")
+            files += found
         elif path.is_file():
-            files = [path]
+            files.append(path)
         else:
             raise ValueError(f"{path}: no such file or directory; check the --input path")
-        for file in files:
-            stats["files"] += 1
-            if file.name.endswith((".jsonl", ".jsonl.gz", ".json.gz")):
-                yield from _read_jsonl(file, field, stats)
-            else:
-                yield _decode(file.read_bytes(), file, 1, stats)
+    return _read_files(files, field, Counter() if stats is None else stats)
+
+
+def _read_files(files: list[Path], field: str, stats) -> Iterator[str]:
+    for file in files:
+        stats["files"] += 1
+        if file.name.endswith((".jsonl", ".jsonl.gz", ".json.gz")):
+            yield from _read_jsonl(file, field, stats)
+        else:
+            yield _decode(file.read_bytes(), file, 1, stats)
 
 
 def _decode(data: bytes, file, line: int, stats) -> str:
@@ -125,27 +131,17 @@ def _count_words(texts: list[str]) -> Counter:
 
 def count_words(texts: Iterable[str], pattern: str, processes: int, progress: bool) -> Counter:
     """Pre-tokenize the stream in ~1 MB chunks on all cores; only the distinct words are kept."""
-    chunks = _chunks(texts, 1 << 20)
-    bar = tqdm(desc="pre-tokenize", unit="B", unit_scale=True, disable=not progress)
     words = Counter()
-    if processes == 1:
-        _init_worker(pattern)
-        for chunk in chunks:
-            words.update(_count_words(chunk))
+    bar = tqdm(desc="pre-tokenize", unit="char", unit_scale=True, disable=not progress)
+    with bar, get_context("fork").Pool(processes, _init_worker, (pattern,)) as pool:
+        pending = deque()  # a few chunks in flight: bounded memory, unlike Pool.imap which reads ahead
+        for chunk in _chunks(texts, 1 << 20):
+            pending.append(pool.apply_async(_count_words, (chunk,)))
             bar.update(sum(map(len, chunk)))
-        return words
-    with get_context("fork").Pool(processes, _init_worker, (pattern,)) as pool:
-        pending = deque()  # a few chunks in flight at most: bounded memory, unlike Pool.imap's reader
-        for chunk in chunks:
-            pending.append((pool.apply_async(_count_words, (chunk,)), sum(map(len, chunk))))
-            while len(pending) > 2 * processes or (pending and pending[0][0].ready()):
-                result, size = pending.popleft()
-                words.update(result.get())
-                bar.update(size)
-        for result, size in pending:
+            if len(pending) > 2 * processes:
+                words.update(pending.popleft().get())
+        for result in pending:
             words.update(result.get())
-            bar.update(size)
-    bar.close()
     return words
 
 
@@ -256,8 +252,9 @@ class Tokenizer:
         processes=None, progress=True,
     ) -> "Tokenizer":  # fmt: skip
         n_merges = vocab_size - 256 - len(special_tokens)
-        if n_merges < 1:
-            raise ValueError(f"vocab_size {vocab_size} is too small: it needs > 256 + {len(special_tokens)}")
+        if n_merges < 0:
+            need = 256 + len(special_tokens)
+            raise ValueError(f"vocab_size {vocab_size} is too small: bytes and special tokens need {need}")
         words = count_words(texts, pattern, processes or os.cpu_count(), progress)
         if not words:
             raise ValueError("the corpus is empty: no text to train on; check the input paths")
@@ -468,6 +465,8 @@ def main(argv=None):
     export.add_argument("--hf", help="directory for vocab.json and merges.txt")
     args = parser.parse_args(argv)
     if args.command == "train":
+        if not Path(args.out).resolve().parent.is_dir():
+            raise ValueError(f"--out {args.out}: its directory does not exist; create it first")
         stats = Counter()
         tok = Tokenizer.train(
             read_texts(args.input, stats=stats), args.vocab_size, PATTERNS[args.pattern], args.min_frequency
