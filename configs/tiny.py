@@ -1,0 +1,25 @@
+# The CPU demo: a 4-layer GPT on this Python's standard library, about 5 minutes on 2 cores.
+# Sized by measurement on the 2-core development machine (see bench/RESULTS.md, "train.py"): not a
+# recipe from the book; the schedule and optimizer follow configs/small.py, scaled down.
+#   python data.py prepare --out out/stdlib --vocab-size 4096
+#   python train.py tiny
+data_dir = "out/stdlib"
+out_dir = "out/tiny"
+n_layer = 4
+n_head = 4
+n_embd = 192
+context = 128
+batch_size = 16
+grad_accum = 1
+max_steps = 1_000
+lr = 2e-3
+min_lr = 2e-4
+warmup_steps = 100
+schedule = "cosine"
+weight_decay = 0.1
+beta2 = 0.99  # short runs with small batches like a faster-forgetting second moment
+eval_interval = 250
+eval_tokens = 65_536
+log_interval = 10
+save_interval = 250
+device = "cpu"

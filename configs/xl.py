@@ -1,0 +1,22 @@
+# CodeParrot (1.5B parameters): "NLP with Transformers" ch.10, the training script's config: lr 2e-4,
+# 750 warmup steps, cosine, 2 sequences of 1,024 tokens per GPU with 16 accumulation steps on 16 A100s
+# (512 sequences per step), 50,000 steps, weight decay 0.1, seed 1, gradient (activation) checkpointing
+# to fit the 40 GB GPUs; about 7 days in the book. The book saves only at step 50,000; we save more often
+# so that a preempted week-long run loses hours, not days.
+#   torchrun --nproc_per_node=16 train.py xl      (same dataset as configs/small.py)
+data_dir = "out/codeparrot"
+out_dir = "out/xl"
+model = "gpt2-xl"
+context = 1024
+batch_size = 2
+grad_accum = 16
+max_steps = 50_000
+lr = 2e-4
+warmup_steps = 750
+schedule = "cosine"
+weight_decay = 0.1
+checkpointing = True
+seed = 1
+save_interval = 1_000
+eval_interval = 5_000
+log_interval = 10

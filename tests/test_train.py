@@ -1,0 +1,262 @@
+"""train.py: configuration, schedule, loss, and that accumulation, DDP and resuming change nothing."""
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+import data
+import train
+from model import GPT, GPTConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+STDLIB = Path(os.__file__).parent
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matmuls gain nothing from threads, and on a busy machine OpenMP's spinning threads slow them 10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A ~300-token vocabulary over a handful of standard-library modules: builds in about a second."""
+    root = tmp_path_factory.mktemp("train_data")
+    (root / "src").mkdir()
+    for name in ("argparse.py", "ast.py", "calendar.py", "csv.py", "dataclasses.py", "difflib.py",
+                 "fractions.py", "functools.py", "inspect.py", "shlex.py", "textwrap.py"):  # fmt: skip
+        shutil.copy(STDLIB / name, root / "src" / name)
+    data.prepare(root / "data", [root / "src"], vocab_size=300, valid_share=0.25, progress=False)
+    return root / "data"
+
+
+def config(dataset, out, **knobs):
+    tiny = dict(model="", n_layer=2, n_head=2, n_embd=32, context=16, batch_size=8, max_steps=6,
+                lr=3e-3, warmup_steps=2, log_interval=1, eval_interval=1000, eval_tokens=256,
+                save_interval=1000, device="cpu")  # fmt: skip
+    return train.TrainConfig(data_dir=str(dataset), out_dir=str(out), **{**tiny, **knobs})
+
+
+def cli(cfg):
+    return [f"--{k}={v}" for k, v in vars(cfg).items()]
+
+
+def weights(out):
+    return load_file(train.latest_checkpoint(out) / "model.safetensors")
+
+
+def logged(out, key="loss"):
+    lines = (Path(out) / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r[key] for r in map(json.loads, lines) if key in r}
+
+
+def assert_same_weights(a, b, exact=False):
+    assert a.keys() == b.keys()
+    for name in a:
+        if exact:
+            assert torch.equal(a[name], b[name]), name
+        else:
+            torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+# --- configuration ---------------------------------------------------------------------------------------
+def test_config_names_resolve_and_values_parse():
+    assert (
+        train.config_path("tiny")
+        == train.config_path("configs/tiny.py")
+        == train.config_path("config/tiny.py")
+    )
+    cfg = train.load_config(["tiny", "--dropout=0", "--compile=true", "--max_steps=1e3", "--resume"])
+    assert (cfg.dropout, cfg.compile, cfg.max_steps, cfg.resume) == (0.0, True, 1000, True)
+    assert type(cfg.dropout) is float
+    for name in ("small", "xl", "codeparrot_ds", "gpt2_bookcorpus"):
+        train.load_config([name])  # every shipped config is valid
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--lr_min=0.1"], "did you mean min_lr"),
+        (["--batch_size=eight"], "batch_size='eight' is not a valid int"),
+        (["--compile=maybe"], "is not a valid bool"),
+        (["--schedule=cosin"], "not one of cosine, linear, constant"),
+        (["nosuchconfig"], "config 'nosuchconfig' not found; use one of"),
+    ],
+)
+def test_config_errors_are_clear(argv, message):
+    with pytest.raises(ValueError, match=message):
+        train.load_config(argv)
+
+
+def test_config_file_unknown_key_names_the_file(tmp_path):
+    (tmp_path / "mine.py").write_text("import math\nwarmup_step = int(math.sqrt(100))\n")
+    with pytest.raises(
+        ValueError, match=r"mine.py: unknown config key 'warmup_step'; did you mean warmup_steps"
+    ):
+        train.load_config([str(tmp_path / "mine.py")])
+
+
+def test_cli_errors_exit_2_with_one_line(tmp_path):
+    for args, message in ((["--bogus=1"], "unknown config key 'bogus'"),
+                          ([f"--data_dir={tmp_path}/none", f"--out_dir={tmp_path}/run"], "data.py prepare")):  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "train.py", *args], cwd=ROOT, env=ENV, capture_output=True, text=True
+        )
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("error: ") and message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+# --- schedule, parameter groups, loss --------------------------------------------------------------------
+def test_schedule_warmup_peak_and_end():
+    cfg = train.TrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=110)
+    lr = [train.learning_rate(s, cfg) for s in range(111)]
+    assert lr[0] == pytest.approx(1e-4) and lr[4] == pytest.approx(5e-4)  # linear warmup
+    assert lr[9] == lr[10] == pytest.approx(1e-3)  # peak
+    assert lr[60] == pytest.approx(5.5e-4)  # cosine halfway: the mean of lr and min_lr
+    assert lr[110] == pytest.approx(1e-4) and min(lr) == pytest.approx(1e-4)  # ends at the floor
+    linear = train.TrainConfig(lr=1e-3, min_lr=0.0, warmup_steps=10, max_steps=110, schedule="linear")
+    assert train.learning_rate(35, linear) == pytest.approx(7.5e-4)
+    constant = train.TrainConfig(lr=1e-3, warmup_steps=10, max_steps=110, schedule="constant")
+    assert train.learning_rate(100, constant) == 1e-3
+
+
+def test_weight_decay_only_on_matrices():
+    model = GPT(GPTConfig(vocab_size=300, context=16, n_layer=2, n_head=2, n_embd=32))
+    decay, no_decay = train.make_optimizer(model, train.TrainConfig(), torch.device("cpu")).param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    exempt = {names[id(p)] for p in no_decay["params"]}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert "transformer.h.0.ln_1.weight" in exempt and "transformer.ln_f.bias" in exempt
+    assert "transformer.h.1.attn.c_attn.bias" in exempt
+    assert "transformer.h.1.mlp.c_fc.weight" in decayed and "transformer.wte.weight" in decayed
+    assert all(p.dim() == 1 for p in no_decay["params"]) and all(p.dim() == 2 for p in decay["params"])
+    assert len(decayed) + len(exempt) == len(list(model.parameters()))
+    # the book's name filter: "LayerNorm.weight" matches none of GPT-2's ln_1/ln_2/ln_f weights
+    assert not any("LayerNorm.weight" in n for n in exempt)
+
+
+def course_keytoken_weighted_loss(inputs, logits, keytoken_ids, alpha=1.0):
+    """The HF course's function, restated: inputs (B, T+1), logits (B, T+1, V)."""
+    shift_labels, shift_logits = inputs[..., 1:], logits[..., :-1, :]
+    loss = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), reduction="none"
+    )
+    loss_per_sample = loss.view(shift_logits.size(0), shift_logits.size(1)).mean(axis=1)
+    weights = torch.stack([(inputs == kt).float() for kt in keytoken_ids]).sum(axis=[0, 2])
+    return (loss_per_sample * alpha * (1.0 + weights)).mean()
+
+
+def test_keytoken_loss_matches_the_course():
+    gen = torch.Generator().manual_seed(0)
+    window = torch.randint(0, 20, (4, 9), generator=gen)
+    logits = torch.randn(4, 9, 20, generator=gen)
+    key_ids = torch.tensor([3, 7, 11])
+    x, y = window[:, :-1], window[:, 1:]
+    ours = train.keytoken_weighted_loss(x, y, logits[:, :-1], key_ids, alpha=0.5)
+    assert ours.item() == pytest.approx(
+        course_keytoken_weighted_loss(window, logits, key_ids, 0.5).item(), rel=1e-6
+    )
+
+
+def test_keytoken_ids_keep_single_tokens():
+    class Stub:
+        def encode(self, text):
+            return {"plt": [5], " plt": [6], "fit": [9], " predict": [1, 2]}.get(text, [7, 8])
+
+    assert train.keytoken_ids(Stub()).tolist() == [5, 6, 9]
+
+
+# --- the loop --------------------------------------------------------------------------------------------
+def test_grad_accumulation_equals_one_big_batch(dataset, tmp_path):
+    train.train(config(dataset, tmp_path / "big", batch_size=8, grad_accum=1))
+    train.train(config(dataset, tmp_path / "acc", batch_size=2, grad_accum=4))
+    assert_same_weights(weights(tmp_path / "big"), weights(tmp_path / "acc"))
+
+
+def test_ddp_two_processes_equal_one_with_twice_the_accumulation(dataset, tmp_path):
+    cfg = config(dataset, tmp_path / "ddp", batch_size=2, grad_accum=2, max_steps=4)
+    cmd = ["torchrun", "--standalone", "--nproc_per_node=2", "train.py", *cli(cfg)]
+    result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    train.train(config(dataset, tmp_path / "one", batch_size=2, grad_accum=4, max_steps=4))
+    assert_same_weights(weights(tmp_path / "ddp"), weights(tmp_path / "one"))
+    for step, loss in logged(tmp_path / "one").items():
+        assert logged(tmp_path / "ddp")[step] == pytest.approx(loss, rel=1e-5)
+    state = torch.load(train.latest_checkpoint(tmp_path / "ddp") / "train_state.pt", weights_only=True)
+    assert len(state["rng"]) == 2 and state["world_size"] == 2
+
+
+def test_resume_is_exact_and_checkpoints_are_complete(dataset, tmp_path):
+    # constant after warmup, so a 4-step run is the first half of the 8-step one; dropout tests RNG restore
+    knobs = dict(schedule="constant", warmup_steps=6, dropout=0.1, save_interval=3, keep_last=2)
+    train.train(config(dataset, tmp_path / "whole", max_steps=8, **knobs))
+    train.train(config(dataset, tmp_path / "split", max_steps=4, **knobs))
+    with pytest.raises(ValueError, match="already holds a run"):
+        train.train(config(dataset, tmp_path / "split", max_steps=8, **knobs))
+    result = train.train(config(dataset, tmp_path / "split", max_steps=8, resume=True, **knobs))
+    assert result["step"] == 8 and math.isfinite(result["val_loss"]) and result["val_bpb"] > 0
+    assert logged(tmp_path / "split") == logged(tmp_path / "whole")  # identical losses, no duplicate steps
+    assert_same_weights(weights(tmp_path / "split"), weights(tmp_path / "whole"), exact=True)
+    run = tmp_path / "whole"
+    assert (run / "latest").read_text().strip() == "ckpt-0000008"
+    assert sorted(p.name for p in run.glob("ckpt-*")) == ["ckpt-0000006", "ckpt-0000008"]  # keep_last=2
+    ckpt = train.latest_checkpoint(run)
+    assert {p.name for p in ckpt.iterdir()} == {"model.safetensors", "config.json", "tokenizer.bpe",
+                                                "train_config.json", "train_state.pt"}  # fmt: skip
+    assert json.loads((ckpt / "train_config.json").read_text())["max_steps"] == 8
+    assert GPT.from_pretrained(ckpt).config.n_embd == 32 and train.latest_checkpoint(ckpt) == ckpt
+
+
+def test_resume_needs_a_checkpoint(dataset, tmp_path):
+    with pytest.raises(ValueError, match="no checkpoint to resume"):
+        train.train(config(dataset, tmp_path / "empty", resume=True))
+    with pytest.raises(ValueError, match="no checkpoint here"):
+        train.latest_checkpoint(tmp_path)
+
+
+def test_sigterm_saves_and_resume_matches_uninterrupted(dataset, tmp_path):
+    cfg = config(dataset, tmp_path / "killed", max_steps=300, eval_interval=100)
+    proc = subprocess.Popen([sys.executable, "train.py", *cli(cfg)], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    metrics, deadline = tmp_path / "killed" / "metrics.jsonl", time.monotonic() + 120
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):  # logged step 3
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    stopped_at = int((tmp_path / "killed" / "latest").read_text().split("-")[1])
+    assert 3 <= stopped_at < 300
+    train.train(dataclass_replace(cfg, resume=True))
+    train.train(config(dataset, tmp_path / "whole", max_steps=300, eval_interval=100))
+    assert logged(tmp_path / "killed") == logged(tmp_path / "whole")
+    assert_same_weights(weights(tmp_path / "killed"), weights(tmp_path / "whole"), exact=True)
+
+
+def dataclass_replace(cfg, **changes):
+    return train.TrainConfig(**{**vars(cfg), **changes})
+
+
+def test_nonfinite_loss_stops_or_is_skipped(dataset, tmp_path):
+    with pytest.raises(ValueError, match="diverged"):
+        train.train(config(dataset, tmp_path / "stop", lr=1e30, warmup_steps=0))
+    result = train.train(config(dataset, tmp_path / "skip", lr=1e30, warmup_steps=0, skip_nonfinite=True))
+    assert result["skipped"] >= 1 and result["step"] == 6

@@ -1,0 +1,674 @@
+"""Pretraining, the stage of the pipeline that turns token shards into a GPT-2 checkpoint.
+
+    raw code -> bpe.py -> data.py (uint16 shards) -> train.py -> out/<run>/ckpt-*/ -> sample.py, evaluate.py
+
+`python train.py tiny` trains the CPU demo in minutes; `torchrun --nproc_per_node=16 train.py xl` trains
+CodeParrot (1.5B) on a GPU node (add torchrun's --nnodes / --rdzv-* flags for several nodes; the run
+folder must then be on a shared file system). One file does both; read it top to bottom:
+
+1. Configuration. TrainConfig holds every knob with its default; a Python file in configs/ assigns some
+   of them and `--key=value` overrides any. The resolved config is printed and stored in the run folder.
+2. Set-up. torchrun starts one process per device and sets RANK / LOCAL_RANK / WORLD_SIZE; each process
+   joins the DDP group (NCCL on GPUs, gloo on CPUs). The dataset's meta.json fixes the vocabulary; the
+   model is model.GPT, the optimizer AdamW with weight decay on weight matrices only.
+3. One optimizer step = `grad_accum` micro-batches per process. Each runs forward under autocast and
+   backward with DDP's gradient all-reduce held back until the last one, so the update equals one large
+   batch of batch_size * grad_accum * world_size sequences. Then clip the global gradient norm and step
+   AdamW at the learning rate the schedule gives for this global step.
+4. Every eval_interval steps and at the end: validation loss, perplexity and bits per byte, all-reduced.
+5. Every save_interval steps, at the end, and on SIGTERM / SIGINT: a checkpoint folder, written under a
+   temporary name; `latest` names it once complete. `--resume` continues from it bit for bit.
+
+Run folder (out_dir):
+    config.json      the resolved TrainConfig of the latest start
+    metrics.jsonl    one JSON object per logged step ("loss") and per evaluation ("val_loss")
+    ckpt-0001000/    model.safetensors + config.json (GPT.save_pretrained, so GPT.from_pretrained and
+                     transformers load it), tokenizer.bpe, train_config.json, train_state.pt (optimizer,
+                     step, tokens seen, grad scaler, data-loader position, RNG states of every rank)
+    latest           name of the newest complete checkpoint folder
+"""
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+import types
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from bpe import Tokenizer
+from data import Loader, load_meta, val_batches
+from model import GPT, GPTConfig
+
+ROOT = Path(__file__).resolve().parent
+
+
+# --- 1. Configuration ------------------------------------------------------------------------------------
+@dataclass
+class TrainConfig:
+    data_dir: str = "out/stdlib"  # a dataset made by `python data.py prepare`
+    out_dir: str = "out/run"  # the run folder
+    resume: bool = False  # continue from out_dir/latest
+    # model: a named GPT-2 size ("gpt2" ... "gpt2-xl"), or "" for n_layer / n_head / n_embd
+    model: str = ""
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    context: int = 1024  # tokens per sequence; the vocabulary comes from the dataset's tokenizer
+    dropout: float = 0.0
+    checkpointing: bool = False  # activation checkpointing: recompute block activations in backward
+    # optimisation: one step sees batch_size * grad_accum * world_size sequences
+    batch_size: int = 8  # sequences per process and micro-step
+    grad_accum: int = 1
+    max_steps: int = 10_000
+    lr: float = 5e-4
+    min_lr: float = 0.0  # where the decay ends
+    warmup_steps: int = 1_000
+    schedule: str = "cosine"  # after the linear warmup: cosine | linear | constant
+    weight_decay: float = 0.1
+    beta2: float = 0.999  # AdamW's second-moment decay (beta1 is 0.9)
+    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping (the norm is logged either way)
+    keytoken_alpha: float = 0.0  # > 0: the HF course's keytoken-weighted loss with this alpha
+    skip_nonfinite: bool = False  # skip (and count) steps with a non-finite loss or grad norm, not stop
+    # precision and speed
+    dtype: str = "auto"  # auto (bf16 on GPUs with it, else fp16; fp32 on CPU) | bfloat16 | float16 | float32
+    compile: bool = False  # torch.compile the training model
+    device: str = "auto"  # auto | cpu | cuda
+    seed: int = 1
+    # evaluation, logging, checkpoints
+    eval_interval: int = 500
+    eval_tokens: int = 1_000_000  # validation tokens per evaluation, over fixed windows
+    log_interval: int = 10
+    save_interval: int = 1_000
+    keep_last: int = 3  # checkpoint folders kept; 0 keeps all
+    tensorboard: bool = False  # each used only if installed
+    wandb: bool = False
+    wandb_project: str = "codeparrot"
+
+
+CHOICES = {
+    "schedule": ("cosine", "linear", "constant"),
+    "device": ("auto", "cpu", "cuda"),
+    "dtype": ("auto", "bfloat16", "float16", "float32"),
+}
+POSITIVE = (
+    "batch_size",
+    "grad_accum",
+    "max_steps",
+    "context",
+    "eval_interval",
+    "eval_tokens",
+    "log_interval",
+    "save_interval",
+)
+
+
+# the names of the book's training script and of the HF Trainer, for readers porting a config
+BOOK_NAMES = {
+    "learning_rate": "lr",
+    "seq_length": "context",
+    "n_ctx": "context",
+    "block_size": "context",
+    "train_batch_size": "batch_size",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "max_train_steps": "max_steps",
+    "num_warmup_steps": "warmup_steps",
+    "lr_scheduler_type": "schedule",
+}
+
+
+def load_config(argv) -> TrainConfig:
+    """`[CONFIG] [--key=value ...]` -> TrainConfig. A bare `--flag` means true (`--resume`)."""
+    cfg = TrainConfig()
+    if argv and not argv[0].startswith("--"):
+        path = config_path(argv[0])
+        for key, value in read_config_file(path).items():
+            cfg = set_knob(cfg, key, value, where=str(path))
+        argv = argv[1:]
+    for arg in argv:
+        if not arg.startswith("--"):
+            raise ValueError(f"unexpected argument {arg!r}; usage: train.py [CONFIG] [--key=value ...]")
+        key, has_value, value = arg[2:].partition("=")
+        cfg = set_knob(cfg, key.replace("-", "_"), value if has_value else "true", where="command line")
+    for key, allowed in CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            raise ValueError(f"{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
+    for key in POSITIVE:
+        if getattr(cfg, key) <= 0:
+            raise ValueError(f"{key}={getattr(cfg, key)} must be positive")
+    return cfg
+
+
+def config_path(arg) -> Path:
+    path = Path(arg)
+    if path.suffix == ".py" and path.is_file():
+        return path.resolve()
+    candidate = ROOT / "configs" / f"{path.stem}.py"  # `tiny`, `configs/xl.py` and the habit `config/xl.py`
+    if candidate.is_file():
+        return candidate
+    names = ", ".join(sorted(p.stem for p in (ROOT / "configs").glob("*.py")))
+    raise ValueError(f"config {arg!r} not found; use one of {names} or the path of a .py file")
+
+
+def read_config_file(path) -> dict:
+    """A config is Python, so it may compute values (warmup_steps = max_steps // 20); globals are knobs."""
+    names = {}
+    exec(compile(path.read_text(), str(path), "exec"), names)
+    return {k: v for k, v in names.items() if not k.startswith("_") and not isinstance(v, types.ModuleType)}
+
+
+def set_knob(cfg, key, value, where) -> TrainConfig:
+    kinds = {f.name: type(f.default) for f in dataclasses.fields(TrainConfig)}
+    if key not in kinds:
+        close = [BOOK_NAMES[key]] if key in BOOK_NAMES else difflib.get_close_matches(key, kinds, 3, 0.4)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"valid keys: {', '.join(kinds)}"
+        raise ValueError(f"{where}: unknown config key {key!r}; {hint}")
+    return dataclasses.replace(cfg, **{key: parse_value(value, kinds[key], f"{where}: {key}")})
+
+
+def parse_value(value, kind, what):
+    """Command-line text -> the knob's type; `--dropout=0` is a float and `10_000` an int."""
+    if isinstance(value, str) and kind is bool and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    if isinstance(value, str) and kind in (int, float):
+        try:
+            number = float(value.replace("_", ""))
+            if kind is float or number.is_integer():
+                return kind(number)
+        except ValueError:
+            pass
+    if kind is float and type(value) is int:
+        return float(value)
+    if type(value) is not kind:
+        raise ValueError(f"{what}={value!r} is not a valid {kind.__name__}")
+    return value
+
+
+# --- 2. Set-up: processes, model, optimizer, schedule ----------------------------------------------------
+def setup_distributed(cfg):
+    """torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; a plain `python train.py` is rank 0 of 1."""
+    rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but torch sees no GPU; use --device=cpu")
+    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls for whatever still runs in fp32
+    if world > 1:
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return rank, world, device
+
+
+def pick_dtype(cfg, device):
+    if cfg.dtype != "auto":
+        return getattr(torch, cfg.dtype)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32  # CPUs without bf16 matrix units run bf16 autocast slower than fp32
+
+
+def model_config(cfg, vocab_size) -> GPTConfig:
+    extra = dict(vocab_size=vocab_size, context=cfg.context, dropout=cfg.dropout)
+    extra["checkpointing"] = cfg.checkpointing
+    if cfg.model:
+        return GPTConfig.named(cfg.model, **extra)
+    return GPTConfig(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, **extra)
+
+
+def make_optimizer(model, cfg, device):
+    # Decay weight matrices (and the embeddings) only; biases and LayerNorm gains are 1-D and exempt.
+    # The book and the course exempt names containing "bias" or "LayerNorm.weight", but GPT-2's
+    # LayerNorms are named ln_1, ln_2, ln_f, so that filter decayed every LayerNorm weight. Grouping by
+    # dimension cannot miss one.
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.beta2), fused=device.type == "cuda")
+
+
+def learning_rate(step, cfg) -> float:
+    """LR of optimizer step `step` (0-based, global): linear warmup, then cosine/linear/constant decay."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps  # +1: the first step already learns
+    if cfg.schedule == "constant":
+        return cfg.lr
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    decay = 1 - progress if cfg.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * decay
+
+
+# --- 3. The loss and one optimizer step ------------------------------------------------------------------
+KEYWORDS = ("plt", "pd", "sk", "fit", "predict")  # matplotlib.pyplot, pandas, sklearn and its fit/predict
+
+
+def keytoken_ids(tokenizer) -> torch.Tensor:
+    """The keywords, with and without a leading space, that the tokenizer keeps as one token (HF course)."""
+    encoded = [tokenizer.encode(prefix + word) for word in KEYWORDS for prefix in ("", " ")]
+    return torch.tensor([ids[0] for ids in encoded if len(ids) == 1], dtype=torch.long)
+
+
+def keytoken_weighted_loss(x, y, logits, key_ids, alpha):
+    """HF course: mean over samples of (per-sample mean token loss) * alpha * (1 + key tokens in the sample).
+
+    The course counts key tokens in its whole input window, which here is x plus the last target token.
+    """
+    token_loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none")  # (B*T,)
+    window = torch.cat([x, y[:, -1:]], dim=1)  # (B, T+1)
+    counts = torch.isin(window, key_ids.to(window.device)).sum(dim=1)  # (B,)
+    return (token_loss.view(y.shape).mean(dim=1) * alpha * (1.0 + counts)).mean()
+
+
+def compute_loss(model, x, y, cfg, key_ids):
+    if cfg.keytoken_alpha > 0:
+        logits, _ = model(x)
+        return keytoken_weighted_loss(x, y, logits, key_ids, cfg.keytoken_alpha)
+    return model(x, y)[1]
+
+
+@dataclass
+class Run:
+    """What one process holds while training; `model` is the plain GPT, `train_model` what the loop calls."""
+
+    cfg: TrainConfig
+    rank: int
+    world: int
+    device: torch.device
+    dtype: torch.dtype
+    model: GPT
+    train_model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loader: Loader
+    key_ids: torch.Tensor
+    step: int = 0  # optimizer steps done
+    tokens: int = 0  # training tokens seen, all ranks
+    skipped: int = 0  # steps skipped for a non-finite loss or gradient norm
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+
+
+def optimizer_step(run, stop_here) -> tuple[float, float, bool]:
+    """One update from grad_accum micro-batches; returns (mean loss over all ranks, grad norm, stop?)."""
+    cfg = run.cfg
+    for group in run.optimizer.param_groups:
+        group["lr"] = learning_rate(run.step, cfg)
+    loss_sum = torch.zeros((), device=run.device)
+    for micro in range(cfg.grad_accum):
+        x, y = run.loader.next_batch()
+        last = micro == cfg.grad_accum - 1
+        # DDP all-reduces gradients during every backward; only the last micro-step needs it.
+        with nullcontext() if last or run.world == 1 else run.train_model.no_sync():
+            with run.autocast():
+                loss = compute_loss(run.train_model, x, y, cfg, run.key_ids)
+            run.scaler.scale(loss / cfg.grad_accum).backward()  # / grad_accum: the mean of one big batch
+        loss_sum += loss.detach()
+    run.scaler.unscale_(run.optimizer)  # true gradients before measuring the norm
+    norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip or float("inf")).item()
+    # The loss and the stop request travel in one all-reduce, so every rank agrees on what happens next.
+    shared = torch.stack([loss_sum / cfg.grad_accum, torch.tensor(float(stop_here), device=run.device)])
+    if run.world > 1:
+        dist.all_reduce(shared)
+    loss, stops = shared.tolist()
+    loss /= run.world
+    # fp16's GradScaler expects overflowing gradients now and then: it skips that step and lowers its scale.
+    finite = math.isfinite(loss) and (math.isfinite(norm) or run.scaler.is_enabled())
+    if not finite and not cfg.skip_nonfinite:
+        raise ValueError(
+            f"step {run.step + 1}: loss {loss}, gradient norm {norm}: training diverged; the "
+            f"last checkpoint in {cfg.out_dir} stands. Lower lr or set skip_nonfinite=true"
+        )
+    if finite:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    run.skipped += not finite
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    run.tokens += cfg.batch_size * cfg.context * cfg.grad_accum * run.world
+    return loss, norm, stops > 0
+
+
+# --- 4. Evaluation ---------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(run, bytes_per_token) -> dict:
+    """Mean next-token loss over the fixed validation windows, summed over all ranks' disjoint shares."""
+    cfg, model = run.cfg, run.model  # the uncompiled model: no recompilation for eval mode
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=run.device)  # (sum of token losses, tokens)
+    batches = val_batches(
+        cfg.data_dir,
+        cfg.batch_size,
+        cfg.context,
+        cfg.eval_tokens,
+        rank=run.rank,
+        world_size=run.world,
+        device=run.device,
+    )
+    for x, y in batches:
+        with run.autocast():
+            _, loss = model(x, y)
+        total += torch.stack([loss.double() * y.numel(), torch.tensor(y.numel(), device=run.device)])
+    if run.world > 1:
+        dist.all_reduce(total)
+    model.train()
+    if total[1] == 0:
+        raise ValueError(f"{cfg.data_dir}: the validation split has no window of {cfg.context + 1} tokens")
+    loss = (total[0] / total[1]).item()
+    perplexity = math.exp(loss) if loss < 700 else math.inf  # exp overflows a double past ~709
+    return {
+        "step": run.step,
+        "val_loss": loss,
+        "val_ppl": perplexity,
+        "val_bpb": loss / math.log(2) / bytes_per_token,
+    }
+
+
+# --- 5. Checkpoints --------------------------------------------------------------------------------------
+def latest_checkpoint(path) -> Path:
+    """Run folder -> its newest checkpoint; a checkpoint or any HF-format GPT-2 folder -> itself."""
+    path = Path(path)
+    if (path / "latest").is_file():
+        return path / (path / "latest").read_text().strip()
+    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+        return path
+    raise ValueError(
+        f"{path}: no checkpoint here (no `latest`, no config.json + model.safetensors); "
+        "give a run folder of train.py or a checkpoint folder"
+    )
+
+
+def save_checkpoint(run):
+    """Every rank hands in its RNG state; rank 0 writes ckpt-NNNNNNN.tmp/, renames it, then moves `latest`."""
+    cuda = run.device.type == "cuda"
+    rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if cuda else None}
+    rngs = [rng] * run.world
+    if run.world > 1:
+        dist.all_gather_object(rngs, rng)
+    if run.rank == 0:
+        out = Path(run.cfg.out_dir)
+        final = out / f"ckpt-{run.step:07d}"
+        tmp = out / (final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        run.model.save_pretrained(tmp)
+        shutil.copy(Path(run.cfg.data_dir) / "tokenizer.bpe", tmp / "tokenizer.bpe")
+        (tmp / "train_config.json").write_text(json.dumps(asdict(run.cfg), indent=1) + "\n")
+        state = {
+            "step": run.step,
+            "tokens": run.tokens,
+            "skipped": run.skipped,
+            "world_size": run.world,
+            "optimizer": run.optimizer.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "loader": run.loader.state_dict(),
+            "rng": rngs,
+        }
+        torch.save(state, tmp / "train_state.pt")
+        shutil.rmtree(final, ignore_errors=True)  # a leftover of a crashed run that never reached `latest`
+        os.replace(tmp, final)
+        write_atomic(out / "latest", final.name + "\n")
+        folders = sorted(out.glob("ckpt-*[0-9]"))
+        for old in folders[: -run.cfg.keep_last] if run.cfg.keep_last > 0 else []:
+            shutil.rmtree(old)
+    if run.world > 1:
+        dist.barrier()  # nobody runs ahead (or exits) before the checkpoint is complete
+
+
+def load_checkpoint(run, folder):
+    run.model.load_state_dict(GPT.from_pretrained(folder).state_dict())
+    state = torch.load(folder / "train_state.pt", map_location=run.device, weights_only=True)
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scaler.load_state_dict(state["scaler"])
+    run.loader.load_state_dict(state["loader"])
+    run.step, run.tokens, run.skipped = state["step"], state["tokens"], state["skipped"]
+    if state["world_size"] == run.world:  # same processes: each continues its own random stream
+        rng = state["rng"][run.rank]
+        torch.set_rng_state(rng["cpu"].cpu())
+        if rng["cuda"] is not None and run.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"].cpu())
+    else:
+        torch.manual_seed(run.cfg.seed + 1000 * run.step + run.rank)  # new world size: fresh, reproducible
+
+
+def write_atomic(path, text):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def open_run_folder(cfg, rank, world) -> Path | None:
+    """Refuse to overwrite a run unless resuming; returns the checkpoint to resume from, if any."""
+    out = Path(cfg.out_dir)
+    holds_run = any((out / name).exists() for name in ("config.json", "metrics.jsonl", "latest"))
+    if holds_run and not cfg.resume:
+        raise ValueError(f"{out} already holds a run; continue it with --resume or choose another --out_dir")
+    if cfg.resume and not (out / "latest").is_file():
+        raise ValueError(f"{out}: no checkpoint to resume (no `latest` file); drop --resume to start fresh")
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    if world > 1:
+        dist.barrier()  # every rank has looked before rank 0 writes
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "config.json", json.dumps(asdict(cfg), indent=1) + "\n")
+        if ckpt and (out / "metrics.jsonl").exists():  # forget steps logged after the checkpoint
+            step = int(ckpt.name.rsplit("-", 1)[1])
+            lines = (out / "metrics.jsonl").read_text().splitlines(keepends=True)
+            write_atomic(out / "metrics.jsonl", "".join(ln for ln in lines if json.loads(ln)["step"] <= step))
+    return ckpt
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def catch_stop_signals() -> list:
+    """SIGTERM (preemption, torchrun shutting down) and SIGINT (Ctrl-C) only raise a flag, so the loop ends
+    its step, saves and exits cleanly. A second signal gets the default behaviour: kill."""
+    caught = []
+
+    def handler(signum, frame):
+        caught.append(signum)
+        signal.signal(signum, signal.SIG_DFL)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
+    return caught
+
+
+# --- Logging ---------------------------------------------------------------------------------------------
+PEAK_TFLOPS = (
+    ("H100 PCIe", 756),
+    ("H100 NVL", 835),
+    ("H100", 989),
+    ("H200", 989),
+    ("A100", 312),
+    ("L40S", 362),
+    ("L4", 121),
+    ("A10", 125),
+    ("V100", 125),
+)
+# dense bf16/fp16 tensor-core peak per GPU from NVIDIA's data sheets; first matching name wins
+
+
+def peak_flops(device) -> float | None:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    return next((tflops * 1e12 for key, tflops in PEAK_TFLOPS if key in name), None)
+
+
+class RunLog:
+    """Rank 0's outputs: a tqdm bar, metrics.jsonl, and TensorBoard / W&B when switched on and installed."""
+
+    def __init__(self, cfg, rank, start_step):
+        self.on, self.tb, self.wandb = rank == 0, None, None
+        self.bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not self.on, unit="step")
+        if not self.on:
+            return
+        out = Path(cfg.out_dir)
+        self.file = open(out / "metrics.jsonl", "a")
+        try:
+            if cfg.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(out / "tensorboard")
+        except ImportError:
+            self.bar.write("note: tensorboard is not installed; skipping it")
+        try:
+            if cfg.wandb:
+                import wandb
+
+                self.wandb = wandb.init(project=cfg.wandb_project, config=asdict(cfg), dir=out)
+        except ImportError:
+            self.bar.write("note: wandb is not installed; skipping it")
+
+    def write(self, record):
+        if not self.on:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        for key, value in record.items():
+            if self.tb and key != "step":
+                self.tb.add_scalar(key, value, record["step"])
+        if self.wandb:
+            self.wandb.log(record, step=record["step"])
+
+    def close(self):
+        self.bar.close()
+        if self.on:
+            self.file.close()
+        if self.tb:
+            self.tb.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
+# --- The loop --------------------------------------------------------------------------------------------
+def train(cfg) -> dict:
+    """Train per `cfg`; returns the last evaluation plus step, tokens, skipped and stopped."""
+    rank, world, device = setup_distributed(cfg)
+    handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    try:
+        return train_on(cfg, rank, world, device)
+    finally:
+        for signum, handler in handlers.items():  # a caller (a test, a notebook) gets its own back
+            signal.signal(signum, handler)
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def train_on(cfg, rank, world, device) -> dict:
+    meta = load_meta(cfg.data_dir)
+    ckpt = open_run_folder(cfg, rank, world)
+    say = print if rank == 0 else lambda *a: None
+    say(json.dumps(asdict(cfg), indent=1))
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    model = GPT(model_config(cfg, meta["vocab_size"])).to(device)
+    tokenizer = Tokenizer.load(Path(cfg.data_dir) / "tokenizer.bpe") if cfg.keytoken_alpha > 0 else None
+    dtype = pick_dtype(cfg, device)
+    loader = Loader(
+        cfg.data_dir,
+        "train",
+        batch_size=cfg.batch_size,
+        context=cfg.context,
+        grad_accum=cfg.grad_accum,
+        rank=rank,
+        world_size=world,
+        seed=cfg.seed,
+        device=device,
+    )
+    run = Run(
+        cfg,
+        rank,
+        world,
+        device,
+        dtype,
+        model,
+        model,
+        make_optimizer(model, cfg, device),
+        torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+        loader,
+        keytoken_ids(tokenizer) if tokenizer else torch.zeros(0, dtype=torch.long),
+    )
+    if ckpt:
+        load_checkpoint(run, ckpt)
+        say(f"resuming from {ckpt} at step {run.step}")
+    else:
+        torch.manual_seed(cfg.seed + rank)  # dropout masks differ across ranks
+    if cfg.compile:
+        run.train_model = torch.compile(run.train_model)
+    if world > 1:
+        run.train_model = DDP(run.train_model, device_ids=[device.index] if device.type == "cuda" else None)
+    say(
+        f"model: {model.num_params() / 1e6:.2f}M parameters, vocab {meta['vocab_size']}; "
+        f"{world} process(es) on {device}, {dtype}; {cfg.batch_size * cfg.grad_accum * world} sequences "
+        f"of {cfg.context} tokens per step"
+    )
+
+    log, caught = RunLog(cfg, rank, run.step), catch_stop_signals()
+    peak, flops_per_token = peak_flops(device), model.flops_per_token()
+    result, stopped = {}, False
+    tick, tokens_at_tick = time.perf_counter(), run.tokens
+    while run.step < cfg.max_steps and not stopped:
+        loss, norm, stopped = optimizer_step(run, stop_here=bool(caught))
+        log.bar.update(1)
+        if run.step % cfg.log_interval == 0 or run.step == cfg.max_steps:
+            tok_s = (run.tokens - tokens_at_tick) / (time.perf_counter() - tick)
+            record = {
+                "step": run.step,
+                "loss": loss,
+                "lr": learning_rate(run.step - 1, cfg),
+                "grad_norm": norm,
+                "tokens": run.tokens,
+                "tok_per_s": tok_s,
+                "skipped": run.skipped,
+            }
+            if peak:  # model FLOPs utilisation (PaLM): achieved / peak FLOPS, per GPU
+                record["mfu"] = tok_s * flops_per_token / (peak * world)
+            log.write(record)
+            mfu = f" mfu {record['mfu']:.1%}" if peak else ""
+            log.bar.set_postfix_str(f"loss {loss:.3f} lr {record['lr']:.2e} {tok_s:,.0f} tok/s{mfu}")
+            tick, tokens_at_tick = time.perf_counter(), run.tokens
+        if (run.step % cfg.eval_interval == 0 or run.step == cfg.max_steps) and not stopped:
+            result = evaluate(run, meta["bytes_per_token"]["valid"])
+            log.write(result)
+            log.bar.write(
+                f"step {run.step}: val loss {result['val_loss']:.4f}, perplexity "
+                f"{result['val_ppl']:.2f}, {result['val_bpb']:.3f} bits per byte"
+            )
+        if run.step % cfg.save_interval == 0 or run.step == cfg.max_steps or stopped:
+            save_checkpoint(run)
+        if run.step % cfg.eval_interval == 0 or run.step % cfg.save_interval == 0:
+            tick, tokens_at_tick = time.perf_counter(), run.tokens  # evaluating and saving are not training
+    log.close()
+    if stopped:
+        say(f"stopped by a signal at step {run.step}, checkpoint saved; continue with --resume")
+    return {**result, "step": run.step, "tokens": run.tokens, "skipped": run.skipped, "stopped": stopped}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__ + "\nusage: train.py [CONFIG] [--key=value ...]; knobs and defaults:")
+        return print("\n".join(f"  --{k}={v!r}" for k, v in asdict(TrainConfig()).items()))
+    train(load_config(argv))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, OSError) as e:
+        sys.exit(print(f"error: {e}", file=sys.stderr) or 2)
