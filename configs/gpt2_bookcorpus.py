@@ -2,7 +2,7 @@
 # BookCorpus"): the GPT-2 tokenizer, sequences of 1,024, 8 per device, AdamW lr 2.5e-4 (betas 0.9, 0.999),
 # weight decay 0.01, cosine with 5% warmup, evaluation and logging every 500 steps, a checkpoint every
 # 5,000, 10 kept; the post shows samples after 5,000 and 40,000 steps, so we train for 40,000.
-#   python data.py prepare --out out/bookcorpus --source <bookcorpus .jsonl> --field text --glob '*.txt' --tokenizer gpt2
+#   python data.py prepare --out out/bookcorpus --source <bookcorpus .jsonl> --field text --tokenizer gpt2
 #   python train.py gpt2_bookcorpus
 data_dir = "out/bookcorpus"
 out_dir = "out/gpt2_bookcorpus"

@@ -25,7 +25,7 @@ STDLIB = Path(os.__file__).parent
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny matmuls gain nothing from threads, and on a busy machine OpenMP's spinning threads slow them 10x."""
+    """Tiny matmuls gain nothing from threads; on a busy machine OpenMP's spinning threads slow them 10x."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -40,17 +40,41 @@ def dataset(tmp_path_factory):
     """A ~300-token vocabulary over a handful of standard-library modules: builds in about a second."""
     root = tmp_path_factory.mktemp("train_data")
     (root / "src").mkdir()
-    for name in ("argparse.py", "ast.py", "calendar.py", "csv.py", "dataclasses.py", "difflib.py",
-                 "fractions.py", "functools.py", "inspect.py", "shlex.py", "textwrap.py"):  # fmt: skip
+    for name in (
+        "argparse.py",
+        "ast.py",
+        "calendar.py",
+        "csv.py",
+        "dataclasses.py",
+        "difflib.py",
+        "fractions.py",
+        "functools.py",
+        "inspect.py",
+        "shlex.py",
+        "textwrap.py",
+    ):
         shutil.copy(STDLIB / name, root / "src" / name)
     data.prepare(root / "data", [root / "src"], vocab_size=300, valid_share=0.25, progress=False)
     return root / "data"
 
 
 def config(dataset, out, **knobs):
-    tiny = dict(model="", n_layer=2, n_head=2, n_embd=32, context=16, batch_size=8, max_steps=6,
-                lr=3e-3, warmup_steps=2, log_interval=1, eval_interval=1000, eval_tokens=256,
-                save_interval=1000, device="cpu")  # fmt: skip
+    tiny = dict(
+        model="",
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        context=16,
+        batch_size=8,
+        max_steps=6,
+        lr=3e-3,
+        warmup_steps=2,
+        log_interval=1,
+        eval_interval=1000,
+        eval_tokens=256,
+        save_interval=1000,
+        device="cpu",
+    )
     return train.TrainConfig(data_dir=str(dataset), out_dir=str(out), **{**tiny, **knobs})
 
 
@@ -114,8 +138,10 @@ def test_config_file_unknown_key_names_the_file(tmp_path):
 
 
 def test_cli_errors_exit_2_with_one_line(tmp_path):
-    for args, message in ((["--bogus=1"], "unknown config key 'bogus'"),
-                          ([f"--data_dir={tmp_path}/none", f"--out_dir={tmp_path}/run"], "data.py prepare")):  # fmt: skip
+    for args, message in (
+        (["--bogus=1"], "unknown config key 'bogus'"),
+        ([f"--data_dir={tmp_path}/none", f"--out_dir={tmp_path}/run"], "data.py prepare"),
+    ):
         result = subprocess.run(
             [sys.executable, "train.py", *args], cwd=ROOT, env=ENV, capture_output=True, text=True
         )
@@ -220,8 +246,13 @@ def test_resume_is_exact_and_checkpoints_are_complete(dataset, tmp_path):
     assert (run / "latest").read_text().strip() == "ckpt-0000008"
     assert sorted(p.name for p in run.glob("ckpt-*")) == ["ckpt-0000006", "ckpt-0000008"]  # keep_last=2
     ckpt = train.latest_checkpoint(run)
-    assert {p.name for p in ckpt.iterdir()} == {"model.safetensors", "config.json", "tokenizer.bpe",
-                                                "train_config.json", "train_state.pt"}  # fmt: skip
+    assert {p.name for p in ckpt.iterdir()} == {
+        "model.safetensors",
+        "config.json",
+        "tokenizer.bpe",
+        "train_config.json",
+        "train_state.pt",
+    }
     assert json.loads((ckpt / "train_config.json").read_text())["max_steps"] == 8
     assert GPT.from_pretrained(ckpt).config.n_embd == 32 and train.latest_checkpoint(ckpt) == ckpt
 
@@ -235,8 +266,14 @@ def test_resume_needs_a_checkpoint(dataset, tmp_path):
 
 def test_sigterm_saves_and_resume_matches_uninterrupted(dataset, tmp_path):
     cfg = config(dataset, tmp_path / "killed", max_steps=300, eval_interval=100)
-    proc = subprocess.Popen([sys.executable, "train.py", *cli(cfg)], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *cli(cfg)],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics, deadline = tmp_path / "killed" / "metrics.jsonl", time.monotonic() + 120
     while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):  # logged step 3
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
