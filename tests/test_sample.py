@@ -5,6 +5,8 @@ import io
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ import sample
 from bpe import Tokenizer
 from model import GPT, GPTConfig, sample_next
 
-ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = [sys.executable, str(Path(__file__).resolve().parent.parent / "sample.py")]
 CODE = '''def area_of_rectangle(a: float, b: float):
     """Return the area of the rectangle."""
     return a * b
@@ -35,13 +37,23 @@ PROMPT = 'def area_of_rectangle(a: float, b: float):\n    """Return the area of 
 
 def make_checkpoint(folder: Path, vocab_size=300, seed=0) -> Path:
     """What train.py leaves in a checkpoint folder, as far as sample.py reads it."""
-    tok = Tokenizer.train([CODE] * 4, vocab_size=vocab_size, progress=False)
+    tok = Tokenizer.train([CODE] * 4, vocab_size=vocab_size, processes=1, progress=False)
     torch.manual_seed(seed)
     GPT(GPTConfig(vocab_size=tok.vocab_size, context=64, n_layer=2, n_head=2, n_embd=32)).save_pretrained(
         folder
     )
     tok.save(folder / "tokenizer.bpe")
     return folder
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Models this small gain nothing from threads, and on cores shared with other jobs the threads' waits
+    for each other cost 20x (measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -206,11 +218,12 @@ class Recorder(io.StringIO):
         self.flushed.append(self.getvalue())
 
 
-def test_cli_streams_one_sample(run_dir, loaded, monkeypatch):
+def test_cli_streams_one_sample_from_stdin(run_dir, loaded, monkeypatch):
     model, tok = loaded
     out = Recorder()
     monkeypatch.setattr(sys, "stdout", out)
-    sample.main(["--checkpoint", str(run_dir), "--prompt", PROMPT, "--max-new-tokens", "12", "--seed", "5"])
+    monkeypatch.setattr(sys, "stdin", io.StringIO(PROMPT))
+    sample.main(["--checkpoint", str(run_dir), "--prompt", "-", "--max-new-tokens", "12", "--seed", "5"])
     expected = sample.complete(model, tok, PROMPT, max_new_tokens=12, seed=5)[0]
     assert out.getvalue() == PROMPT + expected + "\n"
     assert len(set(out.flushed)) > 2  # the text grew on screen step by step
@@ -228,41 +241,43 @@ def test_cli_several_samples_between_rules(run_dir, loaded, tmp_path, capsys):
     assert capsys.readouterr().out == sample.RULE.join(expected) + "\n"
 
 
-def run_cli(*args, stdin="", cwd=ROOT):
-    env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "sample.py"), *args],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+@pytest.mark.parametrize(
+    "args, words",
+    [(["--prompt", ""], "prompt is empty"), (["--prompt", "x", "--top-p", "1.5"], "top_p"),
+     (["--prompt-file", "/nonexistent.py"], "/nonexistent.py")],
+)  # fmt: skip
+def test_cli_bad_input_is_one_line(run_dir, args, words):
+    with pytest.raises((ValueError, OSError)) as e:
+        sample.main(["--checkpoint", str(run_dir), *args])
+    assert "\n" not in str(e.value) and words in str(e.value)
 
 
 @pytest.fixture(scope="module")
-def cli(ckpt, tmp_path_factory):
-    """The command-line runs, started together: each pays the interpreter and torch start-up."""
-    prompt = "def mean(a):\n"
-    runs = {
-        "stdin": (run_cli("--checkpoint", str(ckpt), "--prompt", "-", "--temperature", "0"), prompt),
-        "empty": (run_cli("--checkpoint", str(ckpt), "--prompt", ""), ""),
+def cli(run_dir, tmp_path_factory):
+    """Real processes, started together since each pays for starting Python and importing torch."""
+    run = partial(
+        subprocess.run,
+        capture_output=True,
+        env=dict(os.environ, PYTHONIOENCODING="utf-8", OMP_NUM_THREADS="1"),
+    )
+    with ThreadPoolExecutor() as pool:
+        ok = pool.submit(run, [*SAMPLE, "--checkpoint", str(run_dir), "--prompt", "-", "--temperature", "0",
+                               "--max-new-tokens", "8"], input=b"def mean(a):\n")  # fmt: skip
         # no --checkpoint, in a folder where nothing was trained: out/tiny does not exist
-        "untrained": (run_cli("--prompt", "x", cwd=tmp_path_factory.mktemp("fresh")), ""),
-    }
-    return {name: (*p.communicate(stdin.encode()), p.returncode, stdin) for name, (p, stdin) in runs.items()}
+        untrained = pool.submit(run, [*SAMPLE, "--prompt", "x"], cwd=tmp_path_factory.mktemp("fresh"))
+        return ok.result(), untrained.result()
 
 
-def test_cli_reads_stdin_as_given(cli, loaded):
+def test_cli_end_to_end(cli, loaded):
     model, tok = loaded
-    out, err, code, prompt = cli["stdin"]
-    assert code == 0, err.decode()
-    expected = sample.complete(model, tok, prompt, temperature=0)[0]
-    assert out.decode() == prompt + expected + "\n"
+    ok = cli[0]
+    assert ok.returncode == 0, ok.stderr.decode()
+    expected = sample.complete(model, tok, "def mean(a):\n", max_new_tokens=8, temperature=0)[0]
+    assert ok.stdout.decode() == "def mean(a):\n" + expected + "\n"
 
 
-@pytest.mark.parametrize("case, words", [("empty", "prompt is empty"), ("untrained", "bash demo.sh")])
-def test_cli_errors_are_one_line_and_exit_2(cli, case, words):
-    out, err, code, _ = cli[case]
-    assert code == 2 and out == b""
-    assert err.decode().startswith("error: ") and err.decode().count("\n") == 1 and words in err.decode()
+def test_cli_error_is_one_line_and_exit_2(cli):
+    untrained = cli[1]
+    err = untrained.stderr.decode()
+    assert untrained.returncode == 2 and untrained.stdout == b""
+    assert err.startswith("error: ") and err.count("\n") == 1 and "bash demo.sh" in err
