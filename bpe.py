@@ -22,7 +22,7 @@ import keyword
 import math
 import os
 import sys
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator
 from itertools import pairwise
 from multiprocessing import get_context
@@ -174,12 +174,12 @@ def learn_merges(words: dict[bytes, int], n_merges: int, min_frequency: int, pro
     """
     seqs = [list(w.translate(_TO_HF_ORDER)) for w in words]
     freqs = list(words.values())
-    pair_counts = Counter()
-    where = {}  # pair -> words that may hold it (stale entries are harmless, so never removed)
+    pair_counts = defaultdict(int)
+    where = defaultdict(set)  # pair -> words that may hold it (stale entries are harmless, never removed)
     for i, (seq, freq) in enumerate(zip(seqs, freqs, strict=True)):
         for a, b in pairwise(seq):
             pair_counts[a << 20 | b] += freq
-            where.setdefault(a << 20 | b, set()).add(i)
+            where[a << 20 | b].add(i)
     heap = [-count << 40 | pair for pair, count in pair_counts.items()]
     heapq.heapify(heap)
     merges = []
@@ -210,13 +210,13 @@ def learn_merges(words: dict[bytes, int], n_merges: int, min_frequency: int, pro
                         pair_counts[x | a] -= freq
                         pair_counts[x | new] += freq
                         gained.add(x | new)
-                        where.setdefault(x | new, set()).add(i)
+                        where[x | new].add(i)
                     if k + 2 < len(seq):
                         y = seq[k + 2]
                         pair_counts[b << 20 | y] -= freq
                         pair_counts[new << 20 | y] += freq
                         gained.add(new << 20 | y)
-                        where.setdefault(new << 20 | y, set()).add(i)
+                        where[new << 20 | y].add(i)
                     seq[k : k + 2] = (new,)
                 k += 1
         pair_counts[pair] = 0  # every occurrence is merged (left to right, so a a a -> new a)

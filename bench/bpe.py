@@ -1,0 +1,123 @@
+"""Benchmark bpe.py against Hugging Face `tokenizers` (Rust BpeTrainer, ByteLevel pre-tokenizer).
+
+Same corpus (the local Python standard library's .py files, site-packages excluded; every 20th file is
+held out for chars per token), same vocabulary size, same special token. Prints:
+  training wall time of each and the ratio ours / HF (goal <= 1.0), peak memory of each,
+  chars per token on the held-out files (ours vs HF: the merges are the same, so ~equal; GPT-2's if
+  tiktoken can load it, which needs network or a cache), encoding MB/s ours (tiktoken) vs HF encode_batch.
+Each training runs in a fresh subprocess so ru_maxrss is its own peak (ours: max of main and workers).
+
+    python bench/bpe.py [--vocab-size 32768] [--limit-mb 0 (= all)]
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import bpe  # noqa: E402
+
+
+def corpus(limit_mb: float) -> tuple[list[Path], list[Path]]:
+    """(training files, held-out files) from the standard library, the first limit_mb MB (0 = all)."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in stdlib.rglob("*.py") if "site-packages" not in p.parts and p.is_file())
+    if limit_mb:
+        total, kept = 0, []
+        for p in files:
+            total += p.stat().st_size
+            if total > limit_mb * 1e6:
+                break
+            kept.append(p)
+        files = kept
+    return [p for i, p in enumerate(files) if i % 20], files[::20]
+
+
+def train_child(which: str, vocab_size: int, limit_mb: float, out: str):
+    """Runs in its own process: train from the files (reading included for both), print time and peak."""
+    train_files, _ = corpus(limit_mb)
+    start = time.perf_counter()
+    if which == "ours":
+        tok = bpe.Tokenizer.train(bpe.read_texts(train_files), vocab_size, progress=False)
+        tok.save(out)
+    else:
+        from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, min_frequency=2, special_tokens=[bpe.EOT], show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )  # fmt: skip
+        tok.train_from_iterator(bpe.read_texts(train_files), trainer)
+        tok.save(out)
+    seconds = time.perf_counter() - start
+    peak_kb = max(
+        resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_kb / 1024}))
+
+
+def run_child(which, args, out) -> dict:
+    cmd = [sys.executable, __file__, "--child", which, "--vocab-size", str(args.vocab_size)]
+    cmd += ["--limit-mb", str(args.limit_mb), "--out", out]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+
+def chars_per_token(encode_batch, texts) -> float:
+    return sum(map(len, texts)) / sum(map(len, encode_batch(texts)))
+
+
+def throughput(encode_batch, texts) -> float:
+    start = time.perf_counter()
+    encode_batch(texts)
+    return sum(len(t.encode()) for t in texts) / 1e6 / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--vocab-size", type=int, default=32768)
+    parser.add_argument("--limit-mb", type=float, default=0)
+    parser.add_argument("--child", choices=["ours", "hf"], help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return train_child(args.child, args.vocab_size, args.limit_mb, args.out)
+    from tokenizers import Tokenizer
+
+    train_files, held_files = corpus(args.limit_mb)
+    train_texts, held_texts = list(bpe.read_texts(train_files)), list(bpe.read_texts(held_files))
+    mb = sum(len(t.encode()) for t in train_texts) / 1e6
+    print(f"corpus: {len(train_files)} stdlib .py files, {mb:.1f} MB (+ {len(held_files)} held out)")
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_run = run_child("hf", args, f"{tmp}/hf.json")
+        ours_run = run_child("ours", args, f"{tmp}/ours.bpe")
+        ours, hf = bpe.Tokenizer.load(f"{tmp}/ours.bpe"), Tokenizer.from_file(f"{tmp}/hf.json")
+    print(f"vocab size {args.vocab_size}: ours {ours.vocab_size}, HF {hf.get_vocab_size()}")
+    hf_batch = lambda texts: [e.ids for e in hf.encode_batch(texts)]  # noqa: E731
+    print(f"train seconds: ours {ours_run['seconds']:.1f}, HF {hf_run['seconds']:.1f}, "
+          f"ratio {ours_run['seconds'] / hf_run['seconds']:.2f} (goal <= 1.0)")  # fmt: skip
+    print(f"peak memory MB: ours {ours_run['peak_mb']:.0f}, HF {hf_run['peak_mb']:.0f}")
+    ours_cpt, hf_cpt = chars_per_token(ours.encode_batch, held_texts), chars_per_token(hf_batch, held_texts)
+    print(f"held-out chars/token: ours {ours_cpt:.3f}, HF {hf_cpt:.3f}, ratio {ours_cpt / hf_cpt:.4f}")
+    try:
+        gpt2 = bpe.Tokenizer.from_tiktoken("gpt2")
+        gpt2_cpt = chars_per_token(gpt2.encode_batch, held_texts)
+        print(f"GPT-2 chars/token {gpt2_cpt:.3f}: ours has {ours_cpt / gpt2_cpt:.2f}x fewer tokens")
+    except ValueError as e:
+        print(f"GPT-2 comparison skipped: {e}")
+    ours_mbs, hf_mbs = throughput(ours.encode_batch, train_texts), throughput(hf_batch, train_texts)
+    print(
+        f"encode MB/s: ours (tiktoken) {ours_mbs:.1f}, HF {hf_mbs:.1f}, ratio {ours_mbs / hf_mbs:.2f} (goal >= 2)"
+    )
+
+
+if __name__ == "__main__":
+    main()
