@@ -52,7 +52,7 @@ CODEPARROT = {"CodeParrot 1.5B": {1: 3.99, 10: 8.69, 100: 17.88}}
 # The program never touches the disk, so it cannot read its own sentinel back from a file.
 BOOT = r"""
 import os, resource, sys
-source = sys.stdin.read()
+source = sys.stdin.buffer.read()  # bytes: compile() reads them as UTF-8, whatever the locale
 child = os.fork()
 if child:  # a throwaway shim is the program's parent: "kill my parent" kills only this
     code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
@@ -136,8 +136,10 @@ def run_program(program: str, timeout: float, memory: int = 1 << 30) -> str:
                 pidfd = os.pidfd_open(proc.pid)
                 timed_out = not select.select([pidfd], [], [], timeout)[0]
                 os.close(pidfd)
-            finally:
-                kill_group(proc)
+            finally:  # kill whatever is left in its session (orphans of a killed shim too), reap the shim
+                with contextlib.suppress(ProcessLookupError):  # nothing left
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
             out.seek(max(0, out.seek(0, os.SEEK_END) - 4096))
             tail = out.read().decode("utf-8", errors="replace")
     if timed_out:
@@ -146,15 +148,6 @@ def run_program(program: str, timeout: float, memory: int = 1 << 30) -> str:
         return "passed" if sentinel in tail else "failed: exited before the tests finished"
     lines = [line.strip() for line in tail.splitlines() if line.strip()]
     return f"failed: {lines[-1][:200] if lines else f'exit code {proc.returncode}'}"
-
-
-def kill_group(proc: subprocess.Popen):
-    """Kill everything left in the program's session (a shim's orphans too), then reap the shim."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass  # the group has already emptied
-    proc.wait()
 
 
 def check_completions(
@@ -221,10 +214,15 @@ def write_jsonl(path, records):
 
 
 def print_summary(name, means, ks, n):
-    print(f"\n{'model':<32}" + "".join(f"{f'pass@{k}':>10}" for k in ks))
+    """Our pass@k next to CodeParrot's, in percent; '-' where there is no figure."""
     rows = {f"{name} (n={n})": {k: 100 * means[f"pass@{k}"] for k in ks if k <= n}} | CODEPARROT
+    width = max(map(len, rows)) + 2
+    print(f"\n{'model':<{width}}" + "".join(f"{f'pass@{k}':>10}" for k in ks))
     for label, figures in rows.items():
-        print(f"{label:<32}" + "".join(f"{figures[k]:>9.2f}%" if k in figures else f"{'-':>10}" for k in ks))
+        print(
+            f"{label:<{width}}"
+            + "".join(f"{figures[k]:>9.2f}%" if k in figures else f"{'-':>10}" for k in ks)
+        )
     for k in ks:
         if k > n:
             print(f"note: pass@{k} needs at least {k} samples per problem (--n {k}); Chen et al. draw 200")
