@@ -276,7 +276,8 @@ def mean_loss(model, batches) -> float:
 
 
 def dataset_batches(data_dir, model, tok, batch_size, max_tokens, device):
-    """Validation batches of a prepared dataset and its bytes per token; refused if tokenized differently."""
+    """A prepared dataset's validation batches, how many, and its bytes per token; refused if the dataset
+    was tokenized differently (its ids would mean other strings to this model)."""
     meta = load_meta(data_dir)
     theirs = Tokenizer.load(Path(data_dir) / meta["tokenizer"])
     if (theirs.ranks, theirs.special_tokens, theirs.pattern) != (tok.ranks, tok.special_tokens, tok.pattern):
@@ -284,14 +285,16 @@ def dataset_batches(data_dir, model, tok, batch_size, max_tokens, device):
             f"{data_dir} was tokenized with another tokenizer than the model's: "
             "pass the raw source files as --data instead, and compare on bits per byte"
         )
-    tokens = min(max_tokens or meta["tokens"]["valid"], meta["tokens"]["valid"])
-    context = model.config.context
-    return val_batches(data_dir, batch_size, context, tokens, device=device), meta["bytes_per_token"]["valid"]
+    tokens, context = meta["tokens"]["valid"], model.config.context
+    tokens = min(max_tokens or tokens, tokens)
+    batches = val_batches(data_dir, batch_size, context, tokens, device=device)
+    windows = min(meta["tokens"]["valid"] // (context + 1), max(1, tokens // context))  # as val_batches picks
+    return batches, math.ceil(windows / batch_size), meta["bytes_per_token"]["valid"]
 
 
 def file_batches(paths, model, tok, batch_size, max_tokens, device):
-    """Raw files read as data.py reads them (each document after an <|endoftext|>) and their bytes per
-    token, from the raw UTF-8 bytes: the one number that compares models with different tokenizers."""
+    """Batches of raw files read as data.py reads them (each document after an <|endoftext|>), how many,
+    and bytes per token from the raw UTF-8 bytes: what lets models with different tokenizers compare."""
     stream, nbytes = [], 0
     for text in read_texts(paths):
         stream += [tok.eot_token, *tok.encode(text)]
@@ -300,19 +303,18 @@ def file_batches(paths, model, tok, batch_size, max_tokens, device):
             break
     bytes_per_token = nbytes / max(len(stream), 1)
     stream = torch.tensor(stream[: max_tokens + 1 if max_tokens else None], device=device)
-    return stream_batches(stream, model.config.context, batch_size), bytes_per_token
+    batches = stream_batches(stream, model.config.context, batch_size)
+    return batches, len(batches), bytes_per_token
 
 
-def stream_batches(stream, context, batch_size):
-    """Windows of context + 1 tokens overlapping by one, so every token but the first is a target once;
-    the short last window goes in a batch of its own."""
+def stream_batches(stream, context, batch_size) -> list[tuple]:
+    """(x, y) batches of windows of context + 1 tokens overlapping by one, so every token but the first is
+    a target exactly once; the short last window goes in a batch of its own."""
     windows = [stream[i : i + context + 1] for i in range(0, len(stream) - 1, context)]
     full = [w for w in windows if len(w) == context + 1]
-    for i in range(0, len(full), batch_size):
-        batch = torch.stack(full[i : i + batch_size])  # (B, T+1)
-        yield batch[:, :-1], batch[:, 1:]
-    if windows and len(windows[-1]) < context + 1:
-        yield windows[-1][None, :-1], windows[-1][None, 1:]
+    stacks = [torch.stack(full[i : i + batch_size]) for i in range(0, len(full), batch_size)]  # (B, T+1)
+    stacks += [w[None] for w in windows if len(w) < context + 1]
+    return [(b[:, :-1], b[:, 1:]) for b in stacks]
 
 
 def report(loss: float, bytes_per_token: float) -> dict:
@@ -328,10 +330,12 @@ def perplexity(args):
     model, tok = load_model(args.checkpoint, args.tokenizer, args.device, args.dtype)
     is_dataset = len(args.data) == 1 and (Path(args.data[0]) / "meta.json").is_file()
     make = dataset_batches if is_dataset else file_batches
-    batches, bytes_per_token = make(
+    batches, total, bytes_per_token = make(
         args.data[0] if is_dataset else args.data, model, tok, args.batch_size, args.max_tokens, args.device
     )
-    figures = report(mean_loss(model, tqdm(batches, desc="evaluate", unit="batch")), bytes_per_token)
+    figures = report(
+        mean_loss(model, tqdm(batches, total=total, desc="evaluate", unit="batch")), bytes_per_token
+    )
     print(" | ".join(f"{name} {value:.4f}" for name, value in figures.items()))
 
 

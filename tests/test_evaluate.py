@@ -189,7 +189,7 @@ def world(tmp_path_factory):
 def test_uniform_model_has_loss_ln_vocab_on_files_and_dataset(world):
     model, tok = evaluate.load_model(world["uniform"])
     V = tok.vocab_size
-    batches, bytes_per_token = evaluate.file_batches([world["src"]], model, tok, 4, None, "cpu")
+    batches, _, bytes_per_token = evaluate.file_batches([world["src"]], model, tok, 4, None, "cpu")
     figures = evaluate.report(evaluate.mean_loss(model, batches), bytes_per_token)
     texts = [p.read_text() for p in sorted(world["src"].glob("*.py"))]
     tokens = sum(1 + len(tok.encode(t)) for t in texts)  # each document after an <|endoftext|>
@@ -197,7 +197,9 @@ def test_uniform_model_has_loss_ln_vocab_on_files_and_dataset(world):
     assert figures["perplexity"] == pytest.approx(V, rel=1e-4)
     nbytes = sum(len(t.encode()) for t in texts)
     assert figures["bits per byte"] == pytest.approx(math.log2(V) * tokens / nbytes, rel=1e-5)
-    batches, bytes_per_token = evaluate.dataset_batches(world["ds"], model, tok, 4, None, "cpu")
+    batches, total, bytes_per_token = evaluate.dataset_batches(world["ds"], model, tok, 4, None, "cpu")
+    batches = list(batches)
+    assert len(batches) == total
     assert bytes_per_token == data.load_meta(world["ds"])["bytes_per_token"]["valid"]
     assert evaluate.mean_loss(model, batches) == pytest.approx(math.log(V), rel=1e-5)
 
