@@ -180,6 +180,7 @@ def test_each_filter():
     symbols = "x = [{}]  # " + "-+*/" * 20 + "\n"
     assert data.drop_reason(symbols * 5, 1, opts()) == "alnum"
     assert data.drop_reason(symbols * 5, 1, opts(min_alnum=0)) is None
+    assert data.alnum_count("a_1 + b2") == data.alnum_count("é_1 + ñ2") == 4  # ASCII fast path == str.isalnum
     assert data.drop_reason(good, 1, opts(keywords=("pandas",))) == "keywords"
     assert data.drop_reason("import pandas as pd\n" + good, 1, opts(keywords=("sklearn", "pandas"))) is None
 
@@ -194,6 +195,7 @@ def write_corpus(root):
     (root / "pkg" / "notes.txt").write_text("not python")
     lines = [json.dumps({"content": code(f"j{i}", 30), "repo_name": "r"}) for i in range(6)]
     lines.insert(3, "{broken json")
+    lines.insert(5, json.dumps({"text": "no content field"}))
     with gzip.open(root / "extra.jsonl.gz", "wt") as f:
         f.write("\n".join(lines) + "\n")
     return [root / "pkg", root / "extra.jsonl.gz"]
@@ -218,7 +220,7 @@ def test_prepare_end_to_end_resume_and_refusals(tmp_path, capsys):
     )
     assert docs["kept"] == meta["docs"]["train"] + meta["docs"]["valid"] == 19
     assert meta["read"]["bad_json"] == 1 and meta["read"]["first_bad_json"].endswith("extra.jsonl.gz:4")
-    assert meta["read"]["invalid_utf8"] == 1
+    assert meta["read"]["invalid_utf8"] == 1 and meta["read"]["missing_field"] == 1
     assert meta == data.load_meta(out) and meta["tokenizer"] == "tokenizer.bpe" and meta["vocab_size"] == 300
     assert meta["tokenizer_sha256"] == data.file_sha256(out / "tokenizer.bpe")
     for split in data.SPLITS:
@@ -268,6 +270,11 @@ def test_prepare_with_given_tokenizer_and_keywords(tmp_path, capsys):
     assert "of documents kept" in capsys.readouterr().out
     with pytest.raises(ValueError, match="65,536"):
         data.prepare(tmp_path / "c", sources, vocab_size=70000)
+    with pytest.raises(ValueError, match="tiktoken cannot load 'no_such_encoding'"):
+        data.prepare(tmp_path / "c", sources, tokenizer="no_such_encoding")
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    with pytest.raises(ValueError, match="no documents found"):
+        data.prepare(tmp_path / "c", [tmp_path / "bad.jsonl"])
     assert not (tmp_path / "c").exists()
 
 
