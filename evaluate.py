@@ -1,4 +1,4 @@
-"""Stage 7: evaluation -- how good is a trained model, measured the way code models are measured.
+"""The evaluation stage: how good a trained checkpoint is, measured the way code models are measured.
 
 The book (ch. 10) ends by saying BLEU is the wrong yardstick for code and that Codex and CodeParrot were
 scored by running their programs against unit tests (HumanEval, Chen et al. 2021). We do that here.
@@ -8,7 +8,7 @@ How completions flow to scores:
     --> sample.complete: n completions per prompt, one batch on the key/value cache, each cut at the
         first top-level block (CodeParrot's stops \\nclass \\ndef \\n# \\n@ \\nprint \\nif) or <|endoftext|>
     --> program = prompt + completion + test + check(entry_point) + print(random sentinel)
-    --> each program in its own `python -I` subprocess: fresh temporary directory, wall-clock timeout,
+    --> each program in its own `python -I -S` subprocess: fresh temporary directory, wall-clock timeout,
         memory / CPU / file-size / process limits, its own session so the whole group is killed afterwards
     --> passed = exit code 0 and the sentinel printed (so an early sys.exit(0) is not a pass)
     --> pass@k per problem (Chen et al.'s unbiased estimator), averaged --> results JSONL + summary table
@@ -48,8 +48,10 @@ from train import latest_checkpoint
 # Published HumanEval scores of CodeParrot 1.5B (its model card), in percent, keyed by k.
 CODEPARROT = {"CodeParrot 1.5B": {1: 3.99, 10: 8.69, 100: 17.88}}
 
-# Runs in the sandboxed interpreter: `python -I -c BOOT cpu_seconds memory_bytes`, program on stdin.
-# The program never touches the disk, so it cannot read its own sentinel back from a file.
+# Runs in the sandboxed interpreter: `python -I -S -c BOOT cpu_seconds memory_bytes`, program on stdin.
+# The program never touches the disk, so it cannot read its own sentinel back from a file. -I ignores
+# PYTHON* variables and the user's site; -S skips site-packages (HumanEval needs only the standard
+# library), which also makes the interpreter start several times faster.
 BOOT = r"""
 import os, resource, sys
 source = sys.stdin.buffer.read()  # bytes: compile() reads them as UTF-8, whatever the locale
@@ -136,7 +138,9 @@ def run_program(program: str, timeout: float, memory: int = 1 << 30) -> str:
                 pidfd = os.pidfd_open(proc.pid)
                 timed_out = not select.select([pidfd], [], [], timeout)[0]
                 os.close(pidfd)
-            finally:  # kill whatever is left in its session (orphans of a killed shim too), reap the shim
+            finally:
+                # Kill whatever is left in its session (orphans of a killed shim too), then reap the shim;
+                # not reaped until then, the shim's pid (= the group id) cannot have been reused.
                 with contextlib.suppress(ProcessLookupError):  # nothing left
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
