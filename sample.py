@@ -184,9 +184,7 @@ def parse_args(argv=None):
     p.add_argument("--first-block", action="store_true", help="cut where the next top-level block starts")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument(
-        "--dtype",
-        choices=["float32", "bfloat16", "float16"],
-        help="default: bfloat16 on CUDA, float32 on CPU",
+        "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on CUDA, else float32"
     )
     return p.parse_args(argv)
 
@@ -194,19 +192,15 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     prompt = read_prompt(args)
+    settings = dict(n=args.num_samples, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                    top_k=args.top_k or None, top_p=args.top_p)  # fmt: skip
+    check_settings(prompt, **settings)  # before the slow part, loading the model
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: this machine has no CUDA device; use --device cpu")
     dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     model, tok = load_model(resolve_checkpoint(args.checkpoint), args.tokenizer, args.device, dtype)
     steps = completion_steps(
-        model,
-        tok,
-        prompt,
-        args.num_samples,
-        args.max_new_tokens,
-        args.temperature,
-        args.top_k or None,
-        args.top_p,
-        args.seed,
-        args.first_block,
+        model, tok, prompt, **settings, seed=args.seed, stop_at_first_block=args.first_block
     )
     if args.num_samples == 1:
         sys.stdout.write(prompt)
