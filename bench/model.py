@@ -71,7 +71,8 @@ def compare(name, device, dtype, compile, reps):
                 times[who].append(t)
     label = f"{name} {device} {str(dtype).removeprefix('torch.')}{' compiled' if compile else ''}"
     print(f"{label} ({params / 1e6:.1f}M params, batch {batch}x{config.context}, theirs: {attention})")
-    for i, kind in enumerate(("wall", "CPU ") if device == "cpu" else ("wall",)):  # GPU: CPU time means nothing
+    kinds = ("wall", "CPU ") if device == "cpu" else ("wall",)  # on GPU the CPU time says nothing
+    for i, kind in enumerate(kinds):
         a, b = (min(t[i] for t in times[who]) for who in ("ours", "transformers"))
         print(f"  {kind} ours {a * 1e3:6.0f} ms  transformers {b * 1e3:6.0f} ms  speed-up {b / a:4.2f}x")
 
