@@ -5,7 +5,9 @@ held out for chars per token), same vocabulary size, same special token. Prints:
   training wall time of each and the ratio ours / HF (goal <= 1.0), peak memory of each,
   chars per token on the held-out files (ours vs HF: the merges are the same, so ~equal; GPT-2's if
   tiktoken can load it, which needs network or a cache), encoding MB/s ours (tiktoken) vs HF encode_batch.
-Each training runs in a fresh subprocess so ru_maxrss is its own peak (ours: max of main and workers).
+Each training runs in a fresh subprocess so ru_maxrss is its own peak (ours: max of main and workers)
+and CPU seconds (user + system, all threads and workers) are its own: on a machine shared with other
+jobs, wall time is noisy and CPU time is the steadier comparison.
 
     python bench/bpe.py [--vocab-size 32768] [--limit-mb 0 (= all)]
 """
@@ -59,10 +61,9 @@ def train_child(which: str, vocab_size: int, limit_mb: float, out: str):
         tok.train_from_iterator(bpe.read_texts(train_files), trainer)
         tok.save(out)
     seconds = time.perf_counter() - start
-    peak_kb = max(
-        resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-    )
-    print(json.dumps({"seconds": seconds, "peak_mb": peak_kb / 1024}))
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    cpu = sum(u.ru_utime + u.ru_stime for u in usage)  # all threads and worker processes
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "peak_mb": max(u.ru_maxrss for u in usage) / 1024}))
 
 
 def run_child(which, args, out) -> dict:
@@ -104,6 +105,7 @@ def main():
     hf_batch = lambda texts: [e.ids for e in hf.encode_batch(texts)]  # noqa: E731
     print(f"train seconds: ours {ours_run['seconds']:.1f}, HF {hf_run['seconds']:.1f}, "
           f"ratio {ours_run['seconds'] / hf_run['seconds']:.2f} (goal <= 1.0)")  # fmt: skip
+    print(f"train CPU seconds (steadier under load): ours {ours_run['cpu']:.1f}, HF {hf_run['cpu']:.1f}")
     print(f"peak memory MB: ours {ours_run['peak_mb']:.0f}, HF {hf_run['peak_mb']:.0f}")
     ours_cpt, hf_cpt = chars_per_token(ours.encode_batch, held_texts), chars_per_token(hf_batch, held_texts)
     print(f"held-out chars/token: ours {ours_cpt:.3f}, HF {hf_cpt:.3f}, ratio {ours_cpt / hf_cpt:.4f}")

@@ -102,7 +102,7 @@ def test_counts_do_not_overflow():
 def test_min_frequency_and_vocab_limits(texts):
     with pytest.raises(ValueError, match="only supports"):
         bpe.Tokenizer.train(texts[:2], vocab_size=30000, processes=1, progress=False)
-    with pytest.raises(ValueError, match="too small"):
+    with pytest.raises(ValueError, match="out of range"):
         bpe.Tokenizer.train(texts[:2], vocab_size=200, processes=1, progress=False)
     with pytest.raises(ValueError, match="empty"):
         bpe.Tokenizer.train(["", ""], vocab_size=300, processes=1, progress=False)
@@ -218,7 +218,7 @@ def test_cli_train_report_export(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--vocab-size", 100], "too small"),
+        (["--vocab-size", 100], "out of range"),
         (["--vocab-size", 100000], "only supports"),
         (["--input", "/no/such/dir"], "no such file"),
         (["--input", "EMPTY"], "empty"),
