@@ -78,7 +78,7 @@ class CausalSelfAttention(nn.Module):
         heads = (B, T, self.n_head, C // self.n_head)
         q, k, v = (t.view(heads).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))  # (B,H,T,C/H)
         if cache is not None:  # write this chunk's keys/values at pos, attend to everything up to it
-            k_cache, v_cache = cache  # (B,H,context,C/H) each, pre-allocated by GPT.stream
+            k_cache, v_cache = cache  # (B,H,length,C/H) each, pre-allocated by GPT.stream
             k_cache[:, :, pos : pos + T], v_cache[:, :, pos : pos + T] = k, v
             k, v = k_cache[:, :, : pos + T], v_cache[:, :, : pos + T]
         # is_causal aligns the mask top-left, right only when queries start at key 0: a prefill (pos 0)
@@ -175,7 +175,8 @@ class GPT(nn.Module):
         if T == 0:
             raise ValueError("stream needs a prompt of at least one token per row")
         ctx, cfg, p = self.config.context, self.config, next(self.parameters())
-        shape = (B, cfg.n_head, ctx, cfg.n_embd // cfg.n_head)
+        length = min(ctx, T + max_new_tokens)  # the most positions the cache will ever hold
+        shape = (B, cfg.n_head, length, cfg.n_embd // cfg.n_head)
         cache = [(p.new_empty(shape), p.new_empty(shape)) for _ in range(cfg.n_layer)]  # (k, v) per layer
         window = idx[:, -ctx:]  # (B,T') the tokens the model can see
         logits = self._logits(window, cache, 0)[:, -1, :]  # prefill the prompt: (B,V)
@@ -266,7 +267,7 @@ class GPT(nn.Module):
 
     def save_pretrained(self, path):
         """Write config.json + model.safetensors into `path`, which transformers loads unchanged."""
-        cfg, path = self.config, Path(path)
+        cfg, path = self.config, Path(path).resolve()  # resolve: "." has no name to add ".tmp" to
         hf = dict(
             model_type="gpt2", architectures=["GPT2LMHeadModel"], vocab_size=cfg.vocab_size,
             n_positions=cfg.context, n_ctx=cfg.context, n_layer=cfg.n_layer, n_head=cfg.n_head,
