@@ -282,15 +282,19 @@ def stdlib_sources(glob):
 
 def check_out_dir(out_dir, recipe, overwrite):
     """Refuse a DIR holding something else; say whether a dataset with this recipe is there."""
-    meta_path, ours = out_dir / "meta.json", ["meta.json", "tokenizer.bpe", "*_??????.bin", "*.tmp"]
-    old = json.loads(meta_path.read_text()) if meta_path.exists() else None
+    meta_path = out_dir / "meta.json"
+    ours = ["meta.json*", "tokenizer.bpe*", "train_??????.bin*", "valid_??????.bin*"]
+    try:
+        old = json.loads(meta_path.read_text()) if meta_path.exists() else None
+    except ValueError:
+        old = {}  # an unreadable meta.json: some other dataset, never silently reused
     if old is not None and {k: old.get(k) for k in recipe} == recipe:
         return old
-    if overwrite:
+    if overwrite:  # only our own files: --out may hold other things
         for pattern in ours:
             for p in out_dir.glob(pattern):
                 p.unlink()
-    elif old is not None or any(out_dir.glob("*_??????.bin")) or (out_dir / "tokenizer.bpe").exists():
+    elif old is not None or any(p for pattern in ours for p in out_dir.glob(pattern)):
         raise ValueError(
             f"{out_dir} holds a dataset made with other sources or options; "
             "use another --out or pass --overwrite to replace it"

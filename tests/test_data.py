@@ -250,8 +250,13 @@ def test_prepare_end_to_end_resume_and_refusals(tmp_path, capsys):
     with pytest.raises(ValueError, match="other sources or options; use another --out or pass --overwrite"):
         data.prepare(out, sources, **{**kw, "valid_share": 0.5})
     assert data.load_meta(out) == meta  # nothing lost
+    (out / "notes.txt").write_text("not ours")
     other = data.prepare(out, sources, overwrite=True, **{**kw, "valid_share": 0.5})
     assert other["options"]["valid_share"] == 0.5 and other["docs"]["valid"] > meta["docs"]["valid"]
+    assert (out / "notes.txt").exists()  # --overwrite replaces only the dataset's own files
+    (out / "meta.json").write_text("{truncated")
+    with pytest.raises(ValueError, match="other sources or options"):
+        data.prepare(out, sources, **kw)
 
 
 def test_prepare_with_given_tokenizer_and_keywords(tmp_path, capsys):
