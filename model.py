@@ -33,13 +33,10 @@ SIZES = {  # name -> (n_layer, n_head, n_embd), the four sizes OpenAI released
 }
 # config.json settings under which transformers computes something other than GPT-2 -> allowed values
 UNSUPPORTED_IF_NOT = {
-    "activation_function": ("gelu_new", "gelu_pytorch_tanh"),
-    "layer_norm_epsilon": (1e-5,),
-    "scale_attn_weights": (True,),
-    "scale_attn_by_inverse_layer_idx": (False,),
-    "reorder_and_upcast_attn": (False,),
-    "add_cross_attention": (False,),
-}
+    "activation_function": ("gelu_new", "gelu_pytorch_tanh"), "layer_norm_epsilon": (1e-5,),
+    "scale_attn_weights": (True,), "scale_attn_by_inverse_layer_idx": (False,),
+    "reorder_and_upcast_attn": (False,), "add_cross_attention": (False,),
+}  # fmt: skip
 
 
 @dataclass
@@ -144,9 +141,7 @@ class GPT(nn.Module):
 
     def forward(self, idx, targets=None):
         logits = self._logits(idx)  # (B,T,V)
-        if targets is None:
-            return logits, None
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # mean over all B*T positions
+        loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # mean
         return logits, loss
 
     def _logits(self, idx, cache=None, pos=0):
@@ -312,6 +307,7 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
         # top_p, i.e. a token stays if the mass ranked strictly above it is still below top_p.
         probs, order = torch.sort(F.softmax(logits, dim=-1), dim=-1, descending=True)  # (B,V)
         drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
-        logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocabulary order
+        logits = logits.masked_fill(drop, float("-inf"))
     probs = F.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)

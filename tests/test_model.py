@@ -179,6 +179,26 @@ def test_logits_match_transformers_fixture():
     torch.testing.assert_close(logits, io["logits"], atol=1e-5, rtol=0)
 
 
+def test_loads_original_openai_layout(tmp_path):
+    """The `gpt2` repo's file: no `transformer.` prefix, causal-mask buffers, sometimes lm_head.weight."""
+    m = tiny_model()
+    m.save_pretrained(tmp_path / "openai")
+    weights = tmp_path / "openai" / "model.safetensors"
+    state = {k.removeprefix("transformer."): v for k, v in load_file(weights).items()}
+    for i in range(TINY.n_layer):
+        state[f"h.{i}.attn.bias"] = torch.ones(1, 1, TINY.context, TINY.context).tril()
+    state["lm_head.weight"] = state["wte.weight"].clone()
+    save_file(state, weights)
+    loaded = GPT.from_pretrained(tmp_path / "openai")
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+    for (name, a), (_, b) in zip(m.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    state["lm_head.weight"] += 1
+    save_file(state, weights)
+    with pytest.raises(ValueError, match="only tied heads"):
+        GPT.from_pretrained(tmp_path / "openai")
+
+
 def test_live_parity_with_transformers(tmp_path):
     transformers = pytest.importorskip("transformers", reason="live parity needs transformers")
     m = tiny_model()
