@@ -15,6 +15,16 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TINY = GPTConfig(vocab_size=97, context=16, n_layer=2, n_head=2, n_embd=32)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models are all per-op overhead: a second thread only adds sync, which costs dearly while
+    other jobs crowd the cores. Restored afterwards for the rest of the session."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_model(config=TINY, seed=0):
     torch.manual_seed(seed)
     return GPT(config).eval()
