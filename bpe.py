@@ -25,6 +25,7 @@ import json
 import keyword
 import math
 import os
+import re
 import sys
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator
@@ -121,15 +122,24 @@ BYTE_TO_UNICODE = {b: chr(b) for b in _PRINTABLE} | {
 }
 
 
+# On ASCII text GPT-2's pattern reduces to ASCII classes (`regex`'s \s is these 6 characters there), and
+# the stdlib `re` runs that ~2.5x faster; str.isascii() is O(1) and most code is ASCII. Tests check that
+# both split alike.
+_WS = r"\t\n\x0b\x0c\r "
+GPT2_ASCII = re.compile(
+    rf"""'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+"""
+)
+
+
 def _init_worker(pattern: str):
-    global _worker_pattern
-    _worker_pattern = regex.compile(pattern)
+    global _pattern, _ascii_fast_path
+    _pattern, _ascii_fast_path = regex.compile(pattern), pattern == GPT2_PATTERN
 
 
 def _count_words(texts: list[str]) -> Counter:
     counts = Counter()
     for text in texts:
-        counts.update(_worker_pattern.findall(text))
+        counts.update((GPT2_ASCII if _ascii_fast_path and text.isascii() else _pattern).findall(text))
     return counts
 
 

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import regex
 
 import bpe
 
@@ -56,6 +57,17 @@ def test_round_trip_and_reference_equals_tiktoken(tok, texts):
         assert tok.decode(ids) == s
         assert tok.encode_reference(s) == ids
     assert tok.encode_batch(TRICKY) == [tok.encode(s) for s in TRICKY]
+
+
+def test_ascii_fast_path_splits_like_regex(texts):
+    rng = random.Random(2)
+    samples = [
+        "".join(rng.choice(["  ", "\n", "'s", "'ll", "x", *map(chr, range(128))]) for _ in range(80))
+        for _ in range(500)
+    ]
+    pattern = regex.compile(bpe.GPT2_PATTERN)
+    for s in samples + [t for t in texts if t.isascii()] + TRICKY[:3]:
+        assert bpe.GPT2_ASCII.findall(s) == pattern.findall(s)
 
 
 def test_compresses_code(tok, texts):
