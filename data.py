@@ -347,8 +347,8 @@ def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options)
         "tokenizer_sha256": file_sha256(out_dir / "tokenizer.bpe"),
         "documents": dict(stats),
         "read": dict(read_stats),
-        "docs": dict(docs),
-        "bytes": dict(nbytes),
+        "docs": {s: docs[s] for s in SPLITS},
+        "bytes": {s: nbytes[s] for s in SPLITS},
         "tokens": tokens,
         "shards": shards,
         "bytes_per_token": {s: nbytes[s] / tokens[s] if tokens[s] else None for s in SPLITS},
@@ -564,7 +564,7 @@ def main(argv=None):
         inspect(args["dir"], args["tokens"], args["seed"])
         return
     meta = prepare(args.pop("out"), args.pop("source"), overwrite=args.pop("overwrite"), **args)
-    for key in ("documents", "tokens", "bytes_per_token"):
+    for key in ("read", "documents", "tokens", "bytes_per_token"):  # read: bad lines and where
         print(f"{key}: {meta[key]}")
 
 
