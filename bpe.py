@@ -186,8 +186,8 @@ def learn_merges(words: dict[bytes, int], n_merges: int, min_frequency: int, pro
     HF_BYTE_ORDER, merges numbered as created). Counts are Python ints: on big code corpora the pair
     (space, space) occurs more than 2**31 times, which overflows the i32 counters of some trainers.
     """
-    seqs = [list(w.translate(_TO_HF_ORDER)) for w in words]
-    freqs = list(words.values())
+    seqs = [list(w.translate(_TO_HF_ORDER)) for w in words if len(w) > 1]  # a lone byte has no pair
+    freqs = [n for w, n in words.items() if len(w) > 1]
     pair_counts = defaultdict(int)
     where = defaultdict(set)  # pair -> words that may hold it (stale entries are harmless, never removed)
     for i, (seq, freq) in enumerate(zip(seqs, freqs, strict=True)):
@@ -222,15 +222,17 @@ def learn_merges(words: dict[bytes, int], n_merges: int, min_frequency: int, pro
                     if k > 0:
                         x = seq[k - 1] << 20
                         pair_counts[x | a] -= freq
-                        pair_counts[x | new] += freq
-                        gained.add(x | new)
-                        where[x | new].add(i)
+                        p = x | new
+                        pair_counts[p] += freq
+                        gained.add(p)
+                        where[p].add(i)
                     if k + 2 < len(seq):
                         y = seq[k + 2]
                         pair_counts[b << 20 | y] -= freq
-                        pair_counts[new << 20 | y] += freq
-                        gained.add(new << 20 | y)
-                        where[new << 20 | y].add(i)
+                        p = new << 20 | y
+                        pair_counts[p] += freq
+                        gained.add(p)
+                        where[p].add(i)
                     seq[k : k + 2] = (new,)
                 k += 1
         pair_counts[pair] = 0  # every occurrence is merged (left to right, so a a a -> new a)

@@ -98,8 +98,8 @@ def main():
     train_files, held_files = corpus(args.limit_mb)
     train_texts, held_texts = list(bpe.read_texts(train_files)), list(bpe.read_texts(held_files))
     mb = sum(len(t.encode()) for t in train_texts) / 1e6
-    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (other jobs make wall times noisy)")  # fmt: skip
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"{when}, {platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     print(f"corpus: {len(train_files)} stdlib .py files, {mb:.1f} MB (+ {len(held_files)} held out)")
     with tempfile.TemporaryDirectory() as tmp:
         hf_run = run_child("hf", args, f"{tmp}/hf.json")
