@@ -332,6 +332,8 @@ def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options)
             f"keywords {','.join(opts.keywords)}: {1 - stats['dropped_keywords'] / stats['seen']:.2%} "
             "of documents kept"
         )
+    if not stats["kept"]:
+        raise ValueError(f"the filters dropped all {stats['seen']} documents ({dict(stats)}); relax them")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "meta.json", {**recipe, "complete": False})
     tok = install_tokenizer(out_dir, opts, given, sample, progress)

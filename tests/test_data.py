@@ -280,6 +280,8 @@ def test_prepare_with_given_tokenizer_and_keywords(tmp_path, capsys):
     (tmp_path / "bad.jsonl").write_text("{not json\n")
     with pytest.raises(ValueError, match="no documents found"):
         data.prepare(tmp_path / "c", [tmp_path / "bad.jsonl"])
+    with pytest.raises(ValueError, match="filters dropped all 21 documents"):
+        data.prepare(tmp_path / "c", sources, keywords=("seaborn",))
     assert not (tmp_path / "c").exists()
 
 
