@@ -1,0 +1,196 @@
+"""Benchmark: tokens/s of one full training step, train.py's against a transformers + torch AdamW loop.
+
+    python bench/train.py                                  # CPU: fp32 eager, sizes "small" and "medium"
+    python bench/train.py --device cuda --sizes gpt2 gpt2-xl --dtype bfloat16 --compile   # GPU: + MFU
+
+A step is forward, backward, gradient clipping and the AdamW update, for the same model shape, batch,
+precision and compile setting on both sides, with dropout 0 and the book's weight-decay grouping.
+Ours is exactly what the training loop runs: train.optimizer_step on a train.Run (model.GPT, fused AdamW)
+fed by a stand-in loader of random tokens. Theirs is the loop of the book and the HF course:
+GPT2LMHeadModel(input_ids, labels=input_ids).loss, backward, clip_grad_norm_, AdamW.step, zero_grad.
+On CPU the two alternate and the fastest of each is kept (other jobs only ever add time); wall time and
+this process's CPU time are both printed, the CPU-time ratio being the steadier one on a crowded machine.
+On CUDA each side is measured on its own (gpt2-xl twice would not fit) and MFU is reported against the
+dense bf16 peak of the device, looked up by name as train.py does.
+"""
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import train  # noqa: E402
+from model import GPT  # noqa: E402
+
+SIZES = {  # name -> knobs, batch size; the CPU sizes keep the whole run to a few minutes on 2 cores
+    "small": (dict(n_layer=4, n_head=4, n_embd=256, context=128), 8),
+    "medium": (dict(n_layer=6, n_head=8, n_embd=512, context=128), 4),
+    "gpt2": (dict(model="gpt2", context=1024), 16),
+    "gpt2-xl": (dict(model="gpt2-xl", context=1024), 4),
+}
+
+
+class RandomTokens:
+    """Stands in for data.Loader: the same (x, y) batch every time, so both sides see equal work."""
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def next_batch(self):
+        return self.batch
+
+
+def ours(cfg, vocab, batch, device, dtype):
+    torch.manual_seed(0)
+    model = GPT(train.model_config(cfg, vocab)).to(device)
+    train_model = torch.compile(model) if cfg.compile else model
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    run = train.Run(
+        cfg,
+        0,
+        1,
+        device,
+        dtype,
+        model,
+        train_model,
+        train.make_optimizer(model, cfg, device),
+        scaler,
+        RandomTokens((batch[:, :-1], batch[:, 1:])),
+        torch.zeros(0, dtype=torch.long),
+    )
+    return model, lambda: train.optimizer_step(run, stop_here=False)
+
+
+def theirs(cfg, vocab, batch, device, dtype):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    shape = train.model_config(cfg, vocab)
+    config = GPT2Config(
+        vocab_size=vocab,
+        n_positions=shape.context,
+        n_layer=shape.n_layer,
+        n_head=shape.n_head,
+        n_embd=shape.n_embd,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        use_cache=False,
+    )
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(config).to(device).train()
+    train_model = torch.compile(model) if cfg.compile else model
+    named = list(model.named_parameters())
+    exempt = {n for n, _ in named if any(nd in n for nd in ("bias", "LayerNorm.weight"))}  # the book's filter
+    groups = [
+        {"params": [p for n, p in named if n not in exempt], "weight_decay": 0.1},
+        {"params": [p for n, p in named if n in exempt], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type == "cuda")  # torch's default on CPU
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    x = batch[:, :-1]  # labels shift inside: the same (B, T, V) logits as ours
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = train_model(input_ids=x, labels=x).loss
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    return model, step
+
+
+def timed(step, device):
+    """(wall seconds, CPU seconds of this process) of one training step."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter(), time.process_time()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def measure(steps, device, reps, warmup):
+    """Fastest (wall, cpu) per side over `reps` alternating rounds, after `warmup` steps each."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times = {who: [timed(step, device) for _ in range(reps)] for who, step in steps.items()}
+    return {who: (min(w for w, _ in t), min(c for _, c in t)) for who, t in times.items()}
+
+
+def compare(size, args, device, dtype):
+    knobs, batch_size = SIZES[size]
+    cfg = train.TrainConfig(device=device.type, compile=args.compile, lr=1e-4, **knobs)
+    batch = torch.randint(0, args.vocab, (args.batch or batch_size, cfg.context + 1), device=device)
+    tokens = batch.size(0) * cfg.context
+    results, params = {}, {}
+    if device.type == "cuda":  # one side at a time: two gpt2-xl with optimizer state do not fit
+        for who, build in (("ours", ours), ("transformers", theirs)):
+            model, step = build(cfg, args.vocab, batch, device, dtype)
+            params[who] = sum(p.numel() for p in model.parameters())
+            results.update(measure({who: step}, device, args.reps, args.warmup))
+            if who == "ours":
+                flops_per_token = model.flops_per_token()
+            del model, step
+            gc.collect()
+            torch.cuda.empty_cache()
+    else:
+        built = {
+            who: build(cfg, args.vocab, batch, device, dtype)
+            for who, build in (("ours", ours), ("transformers", theirs))
+        }
+        params = {who: sum(p.numel() for p in m.parameters()) for who, (m, _) in built.items()}
+        flops_per_token = built["ours"][0].flops_per_token()
+        for _ in range(args.rounds):  # alternate whole rounds so a burst of other jobs hits both sides
+            for who, (_, step) in built.items():
+                wall, cpu = measure({who: step}, device, args.reps, args.warmup)[who]
+                best = results.get(who, (wall, cpu))
+                results[who] = (min(wall, best[0]), min(cpu, best[1]))
+    (wall_a, cpu_a), (wall_b, cpu_b) = results["ours"], results["transformers"]
+    label = f"{size} {device.type} {str(dtype).removeprefix('torch.')}{' compiled' if args.compile else ''}"
+    print(f"{label}: {params['ours'] / 1e6:.1f}M params, batch {batch.size(0)}x{cfg.context}")
+    rows = [("wall", wall_a, wall_b)] + ([("CPU", cpu_a, cpu_b)] if device.type == "cpu" else [])
+    for kind, a, b in rows:
+        print(
+            f"  {kind:4} tok/s ours {tokens / a:10,.0f}  transformers {tokens / b:10,.0f}  ratio {b / a:.2f}x"
+        )
+    peak = train.peak_flops(device)
+    if peak:
+        mfu = [tokens / wall * flops_per_token / peak for wall in (wall_a, wall_b)]
+        print(f"  MFU ours {mfu[0]:.1%}  transformers {mfu[1]:.1%} ({torch.cuda.get_device_name(device)})")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--sizes", nargs="+", default=["small", "medium"], choices=list(SIZES))
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--vocab", type=int, default=32768)
+    parser.add_argument("--batch", type=int, default=0, help="sequences per step (default: per size)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=3, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (CPU)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d %H:%M')}")
+    for size in args.sizes:
+        compare(size, args, device, getattr(torch, args.dtype))
+
+
+if __name__ == "__main__":
+    main()
