@@ -272,7 +272,7 @@ def test_prepare_with_given_tokenizer_and_keywords(tmp_path, capsys):
     )
     assert meta["tokenizer_sha256"] == first["tokenizer_sha256"]
     assert meta["documents"]["dropped_keywords"] == meta["documents"]["seen"] - meta["documents"]["kept"] > 0
-    assert "of documents kept" in capsys.readouterr().out
+    assert "keyword filter kept" in capsys.readouterr().out
     with pytest.raises(ValueError, match="65,536"):
         data.prepare(tmp_path / "c", sources, vocab_size=70000)
     with pytest.raises(ValueError, match="tiktoken cannot load 'no_such_encoding'"):
