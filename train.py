@@ -98,36 +98,17 @@ class TrainConfig:
     wandb_project: str = "codeparrot"
 
 
-CHOICES = {
-    "schedule": ("cosine", "linear", "constant"),
-    "device": ("auto", "cpu", "cuda"),
-    "dtype": ("auto", "bfloat16", "float16", "float32"),
-}
-POSITIVE = (
-    "batch_size",
-    "grad_accum",
-    "max_steps",
-    "context",
-    "eval_interval",
-    "eval_tokens",
-    "log_interval",
-    "save_interval",
-)
-
-
+# fmt: off
+CHOICES = {"schedule": ("cosine", "linear", "constant"), "device": ("auto", "cpu", "cuda"),
+           "dtype": ("auto", "bfloat16", "float16", "float32")}
+POSITIVE = ("batch_size", "grad_accum", "max_steps", "context", "eval_interval", "eval_tokens",
+            "log_interval", "save_interval")
 # the names of the book's training script and of the HF Trainer, for readers porting a config
-BOOK_NAMES = {
-    "learning_rate": "lr",
-    "seq_length": "context",
-    "n_ctx": "context",
-    "block_size": "context",
-    "train_batch_size": "batch_size",
-    "per_device_train_batch_size": "batch_size",
-    "gradient_accumulation_steps": "grad_accum",
-    "max_train_steps": "max_steps",
-    "num_warmup_steps": "warmup_steps",
-    "lr_scheduler_type": "schedule",
-}
+BOOK_NAMES = {"learning_rate": "lr", "seq_length": "context", "n_ctx": "context", "block_size": "context",
+              "train_batch_size": "batch_size", "per_device_train_batch_size": "batch_size",
+              "gradient_accumulation_steps": "grad_accum", "max_train_steps": "max_steps",
+              "num_warmup_steps": "warmup_steps", "lr_scheduler_type": "schedule"}
+# fmt: on
 
 
 def load_config(argv) -> TrainConfig:
@@ -354,13 +335,7 @@ def evaluate(run, bytes_per_token) -> dict:
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=run.device)  # (sum of token losses, tokens)
     batches = val_batches(
-        cfg.data_dir,
-        cfg.batch_size,
-        cfg.context,
-        cfg.eval_tokens,
-        rank=run.rank,
-        world_size=run.world,
-        device=run.device,
+        cfg.data_dir, cfg.batch_size, cfg.context, cfg.eval_tokens, run.rank, run.world, run.device
     )
     for x, y in batches:
         with run.autocast():
@@ -410,16 +385,9 @@ def save_checkpoint(run):
         run.model.save_pretrained(tmp)
         shutil.copy(Path(run.cfg.data_dir) / "tokenizer.bpe", tmp / "tokenizer.bpe")
         (tmp / "train_config.json").write_text(json.dumps(asdict(run.cfg), indent=1) + "\n")
-        state = {
-            "step": run.step,
-            "tokens": run.tokens,
-            "skipped": run.skipped,
-            "world_size": run.world,
-            "optimizer": run.optimizer.state_dict(),
-            "scaler": run.scaler.state_dict(),
-            "loader": run.loader.state_dict(),
-            "rng": rngs,
-        }
+        state = dict(step=run.step, tokens=run.tokens, skipped=run.skipped, world_size=run.world, rng=rngs,
+                     optimizer=run.optimizer.state_dict(), scaler=run.scaler.state_dict(),
+                     loader=run.loader.state_dict())  # fmt: skip
         torch.save(state, tmp / "train_state.pt")
         shutil.rmtree(final, ignore_errors=True)  # a leftover of a crashed run that never reached `latest`
         os.replace(tmp, final)
@@ -492,18 +460,11 @@ def catch_stop_signals() -> list:
 
 
 # --- Logging ---------------------------------------------------------------------------------------------
-PEAK_TFLOPS = (
-    ("H100 PCIe", 756),
-    ("H100 NVL", 835),
-    ("H100", 989),
-    ("H200", 989),
-    ("A100", 312),
-    ("L40S", 362),
-    ("L4", 121),
-    ("A10", 125),
-    ("V100", 125),
-)
-# dense bf16/fp16 tensor-core peak per GPU from NVIDIA's data sheets; first matching name wins
+# dense bf16/fp16 tensor-core peak per GPU from NVIDIA's data sheets; the first name that matches wins
+# fmt: off
+PEAK_TFLOPS = (("H100 PCIe", 756), ("H100 NVL", 835), ("H100", 989), ("H200", 989), ("A100", 312),
+               ("L40S", 362), ("L4", 121), ("A10", 125), ("V100", 125))
+# fmt: on
 
 
 def peak_flops(device) -> float | None:
@@ -580,30 +541,15 @@ def train_on(cfg, rank, world, device) -> dict:
     model = GPT(model_config(cfg, meta["vocab_size"])).to(device)
     tokenizer = Tokenizer.load(Path(cfg.data_dir) / "tokenizer.bpe") if cfg.keytoken_alpha > 0 else None
     dtype = pick_dtype(cfg, device)
-    loader = Loader(
-        cfg.data_dir,
-        "train",
-        batch_size=cfg.batch_size,
-        context=cfg.context,
-        grad_accum=cfg.grad_accum,
-        rank=rank,
-        world_size=world,
-        seed=cfg.seed,
-        device=device,
-    )
-    run = Run(
-        cfg,
-        rank,
-        world,
-        device,
-        dtype,
-        model,
-        model,
-        make_optimizer(model, cfg, device),
-        torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
-        loader,
-        keytoken_ids(tokenizer) if tokenizer else torch.zeros(0, dtype=torch.long),
-    )
+    # fmt: off
+    loader = Loader(cfg.data_dir, "train", batch_size=cfg.batch_size, context=cfg.context,
+                    grad_accum=cfg.grad_accum, rank=rank, world_size=world, seed=cfg.seed, device=device)
+    # fmt: on
+    # fmt: off
+    run = Run(cfg, rank, world, device, dtype, model, model, make_optimizer(model, cfg, device),
+              torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), loader,
+              keytoken_ids(tokenizer) if tokenizer else torch.zeros(0, dtype=torch.long))
+    # fmt: on
     if ckpt:
         load_checkpoint(run, ckpt)
         say(f"resuming from {ckpt} at step {run.step}")
@@ -628,15 +574,10 @@ def train_on(cfg, rank, world, device) -> dict:
         log.bar.update(1)
         if run.step % cfg.log_interval == 0 or run.step == cfg.max_steps:
             tok_s = (run.tokens - tokens_at_tick) / (time.perf_counter() - tick)
-            record = {
-                "step": run.step,
-                "loss": loss,
-                "lr": learning_rate(run.step - 1, cfg),
-                "grad_norm": norm,
-                "tokens": run.tokens,
-                "tok_per_s": tok_s,
-                "skipped": run.skipped,
-            }
+            # fmt: off
+            record = {"step": run.step, "loss": loss, "lr": learning_rate(run.step - 1, cfg),
+                      "grad_norm": norm, "tokens": run.tokens, "tok_per_s": tok_s, "skipped": run.skipped}
+            # fmt: on
             if peak:  # model FLOPs utilisation (PaLM): achieved / peak FLOPS, per GPU
                 record["mfu"] = tok_s * flops_per_token / (peak * world)
             log.write(record)
