@@ -59,6 +59,16 @@ def test_round_trip_and_reference_equals_tiktoken(tok, texts):
     assert tok.encode_batch(TRICKY) == [tok.encode(s) for s in TRICKY]
 
 
+def test_gpt4_pattern(texts):
+    tok = bpe.Tokenizer.train(
+        texts[:8], vocab_size=600, pattern=bpe.GPT4_PATTERN, processes=1, progress=False
+    )
+    assert tok.encode("x = 1234567") == tok.encode_reference("x = 1234567")
+    assert regex.findall(tok.pattern, "x = 1234567") == ["x", " =", " ", "123", "456", "7"]
+    for s in TRICKY + random_strings(100, seed=3):
+        assert tok.encode_reference(s) == tok.encode(s) and tok.decode(tok.encode(s)) == s
+
+
 def test_ascii_fast_path_splits_like_regex(texts):
     rng = random.Random(2)
     samples = [
