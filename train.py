@@ -555,10 +555,10 @@ def train_on(cfg, rank, world, device) -> dict:
         say(f"resuming from {ckpt} at step {run.step}")
     else:
         torch.manual_seed(cfg.seed + rank)  # dropout masks differ across ranks
-    if cfg.compile:
-        run.train_model = torch.compile(run.train_model)
     if world > 1:
-        run.train_model = DDP(run.train_model, device_ids=[device.index] if device.type == "cuda" else None)
+        run.train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:  # compiling the DDP module lets dynamo split graphs at gradient buckets: comm overlaps
+        run.train_model = torch.compile(run.train_model)
     say(
         f"model: {model.num_params() / 1e6:.2f}M parameters, vocab {meta['vocab_size']}; "
         f"{world} process(es) on {device}, {dtype}; {cfg.batch_size * cfg.grad_accum * world} sequences "
