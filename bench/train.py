@@ -4,10 +4,11 @@
     python bench/train.py --device cuda --sizes gpt2 gpt2-xl --dtype bfloat16 --compile   # GPU: + MFU
 
 A step is forward, backward, gradient clipping and the AdamW update, for the same model shape, batch,
-precision and compile setting on both sides, with dropout 0 and the book's weight-decay grouping.
-Ours is exactly what the training loop runs: train.optimizer_step on a train.Run (model.GPT, fused AdamW)
-fed by a stand-in loader of random tokens. Theirs is the loop of the book and the HF course:
-GPT2LMHeadModel(input_ids, labels=input_ids).loss, backward, clip_grad_norm_, AdamW.step, zero_grad.
+precision and compile setting on both sides, dropout 0. Ours is exactly what the training loop runs:
+train.optimizer_step on a train.Run (model.GPT, fused AdamW) fed by a stand-in loader of random tokens.
+Theirs is the loop of the book and the HF course: GPT2LMHeadModel(input_ids, labels=input_ids).loss,
+backward, clip_grad_norm_, torch AdamW (the book's name-filter groups, torch's default implementation:
+foreach on CPU, fused on CUDA; `--peer-fused` gives it the fused kernel on CPU too), zero_grad.
 On CPU the two alternate and the fastest of each is kept (other jobs only ever add time); wall time and
 this process's CPU time are both printed, the CPU-time ratio being the steadier one on a crowded machine.
 On CUDA each side is measured on its own (gpt2-xl twice would not fit) and MFU is reported against the
@@ -18,6 +19,7 @@ import argparse
 import gc
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -65,7 +67,7 @@ def ours(cfg, vocab, batch, device, dtype):
     return model, lambda: train.optimizer_step(run, stop_here=False)
 
 
-def theirs(cfg, vocab, batch, device, dtype):
+def theirs(cfg, vocab, batch, device, dtype, fused=False):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     shape = train.model_config(cfg, vocab)
@@ -89,7 +91,7 @@ def theirs(cfg, vocab, batch, device, dtype):
         {"params": [p for n, p in named if n not in exempt], "weight_decay": 0.1},
         {"params": [p for n, p in named if n in exempt], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type == "cuda")  # torch's default on CPU
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type == "cuda" or fused)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     x = batch[:, :-1]  # labels shift inside: the same (B, T, V) logits as ours
 
@@ -134,7 +136,7 @@ def compare(size, args, device, dtype):
     tokens = batch.size(0) * cfg.context
     results, params = {}, {}
     if device.type == "cuda":  # one side at a time: two gpt2-xl with optimizer state do not fit
-        for who, build in (("ours", ours), ("transformers", theirs)):
+        for who, build in (("ours", ours), ("transformers", partial(theirs, fused=args.peer_fused))):
             model, step = build(cfg, args.vocab, batch, device, dtype)
             params[who] = sum(p.numel() for p in model.parameters())
             results.update(measure({who: step}, device, args.reps, args.warmup))
@@ -146,7 +148,7 @@ def compare(size, args, device, dtype):
     else:
         built = {
             who: build(cfg, args.vocab, batch, device, dtype)
-            for who, build in (("ours", ours), ("transformers", theirs))
+            for who, build in (("ours", ours), ("transformers", partial(theirs, fused=args.peer_fused)))
         }
         params = {who: sum(p.numel() for p in m.parameters()) for who, (m, _) in built.items()}
         flops_per_token = built["ours"][0].flops_per_token()
@@ -180,6 +182,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--reps", type=int, default=3, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (CPU)")
+    parser.add_argument("--peer-fused", action="store_true", help="fused AdamW for transformers on CPU too")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
