@@ -88,6 +88,7 @@ def _decode(data: bytes, file, line: int, stats) -> str:
 
 
 def _count(stats, key, where):
+    """Count a problem and remember where it first happened, for a message the user can act on."""
     stats[key] += 1
     stats.setdefault(f"first_{key}", where)
 
@@ -267,6 +268,9 @@ class Tokenizer:
         cls, texts, vocab_size=32768, pattern=GPT2_PATTERN, min_frequency=2, special_tokens=(EOT,),
         processes=None, progress=True,
     ) -> "Tokenizer":  # fmt: skip
+        """Learn vocab_size - 256 - len(special_tokens) merges from a stream of documents. Pairs seen
+        fewer than min_frequency times are never merged; if that leaves too few merges, ValueError
+        rather than a silently smaller vocabulary than asked for."""
         n_merges = vocab_size - 256 - len(special_tokens)
         if not 0 <= n_merges < 1 << 20:  # ids must fit the 20 bits learn_merges packs them in
             need = 256 + len(special_tokens)
@@ -285,7 +289,7 @@ class Tokenizer:
         for a, b in merges:
             tokens.append(tokens[a] + tokens[b])
         ranks = {bytes([b]): b for b in range(256)} | {t: 256 + i for i, t in enumerate(tokens[256:])}
-        return cls(ranks, pattern, {s: len(ranks) + i for i, s in enumerate(special_tokens)})
+        return cls(ranks, pattern, {s: 256 + len(merges) + i for i, s in enumerate(special_tokens)})
 
     @property
     def vocab_size(self) -> int:
@@ -488,16 +492,18 @@ def main(argv=None):
             tok.save_hf(args.hf)
 
 
+PROBLEMS = {
+    "bad_json": "bad JSON lines skipped",
+    "missing_field": "records without the text field skipped",
+    "invalid_utf8": "files or lines with invalid UTF-8 replaced by U+FFFD",
+}
+
+
 def _describe(stats) -> str:
-    out = f"{stats['files']} files"
-    for key, what in [
-        ("bad_json", "bad JSON lines skipped"),
-        ("missing_field", "records without the text field skipped"),
-        ("invalid_utf8", "files or lines with invalid UTF-8 replaced by U+FFFD"),
-    ]:
-        if stats[key]:
-            out += f", {stats[key]} {what} (first at {stats['first_' + key]})"
-    return out
+    problems = [
+        f", {stats[k]} {what} (first at {stats['first_' + k]})" for k, what in PROBLEMS.items() if stats[k]
+    ]
+    return f"{stats['files']} files" + "".join(problems)
 
 
 if __name__ == "__main__":
