@@ -355,7 +355,7 @@ class Tokenizer:
                 ranks = {base64.b64decode(t): r for t, r in data["ranks"].items()}
                 return cls(ranks, pattern or data["pattern"], special_tokens or data["special_tokens"])
             ranks = {base64.b64decode(t): int(r) for t, r in (line.split() for line in text.splitlines())}
-            return cls(ranks, pattern or GPT2_PATTERN, special_tokens or {EOT: len(ranks)})
+            return cls(ranks, pattern or GPT2_PATTERN, special_tokens or {EOT: max(ranks.values()) + 1})
         except (ValueError, KeyError, TypeError):
             raise ValueError(f"{path}: neither a bpe.py tokenizer file nor a tiktoken ranks file") from None
 
