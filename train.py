@@ -30,6 +30,7 @@ Run folder (out_dir):
 
 import dataclasses
 import difflib
+import importlib.util
 import json
 import math
 import os
@@ -472,30 +473,27 @@ def peak_flops(device) -> float | None:
     return next((tflops * 1e12 for key, tflops in PEAK_TFLOPS if key in name), None)
 
 
+def installed(module) -> bool:
+    if importlib.util.find_spec(module) is None:
+        print(f"note: {module} is not installed; logging to metrics.jsonl only")
+    return importlib.util.find_spec(module) is not None
+
+
 class RunLog:
     """Rank 0's outputs: a tqdm bar, metrics.jsonl, and TensorBoard / W&B when switched on and installed."""
 
     def __init__(self, cfg, rank, start_step):
-        self.on, self.tb, self.wandb = rank == 0, None, None
+        self.on, self.tb, self.wandb, out = rank == 0, None, None, Path(cfg.out_dir)
         self.bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not self.on, unit="step")
-        if not self.on:
-            return
-        out = Path(cfg.out_dir)
-        self.file = open(out / "metrics.jsonl", "a")
-        try:
-            if cfg.tensorboard:
-                from torch.utils.tensorboard import SummaryWriter
+        self.file = open(out / "metrics.jsonl", "a") if self.on else None
+        if self.on and cfg.tensorboard and installed("tensorboard"):
+            from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(out / "tensorboard")
-        except ImportError:
-            self.bar.write("note: tensorboard is not installed; skipping it")
-        try:
-            if cfg.wandb:
-                import wandb
+            self.tb = SummaryWriter(out / "tensorboard")
+        if self.on and cfg.wandb and installed("wandb"):
+            import wandb
 
-                self.wandb = wandb.init(project=cfg.wandb_project, config=asdict(cfg), dir=out)
-        except ImportError:
-            self.bar.write("note: wandb is not installed; skipping it")
+            self.wandb = wandb.init(project=cfg.wandb_project, config=asdict(cfg), dir=out)
 
     def write(self, record):
         if not self.on:
@@ -510,7 +508,7 @@ class RunLog:
 
     def close(self):
         self.bar.close()
-        if self.on:
+        if self.file:
             self.file.close()
         if self.tb:
             self.tb.close()
