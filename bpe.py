@@ -425,7 +425,8 @@ def report(path, inputs, compare=None, max_mb=10):
     """The book's analysis of a vocabulary: compression on code, keywords, merges, a tokenized snippet."""
     tok = Tokenizer.load(path)
     others = [(path, tok)]
-    if compare:  # loaded first so that a bad --compare fails before any output
+    read_texts(inputs)  # checks the paths: bad input fails before any output, as a bad --compare does
+    if compare:
         other = Tokenizer.from_tiktoken(compare) if compare == "gpt2" else Tokenizer.load(compare)
         others.append((compare, other))
     merged = sorted((t for t in tok.ranks if len(t) > 1), key=tok.ranks.get)
