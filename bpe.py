@@ -190,11 +190,11 @@ def learn_merges(words: dict[bytes, int], n_merges: int, min_frequency: int, pro
     seqs = [list(w.translate(_TO_HF_ORDER)) for w in words if len(w) > 1]  # a lone byte has no pair
     freqs = [n for w, n in words.items() if len(w) > 1]
     pair_counts = defaultdict(int)
-    where = defaultdict(set)  # pair -> words that may hold it (stale entries are harmless, never removed)
+    where = defaultdict(list)  # pair -> words that may hold it; a stale or repeated entry costs a no-op visit
     for i, (seq, freq) in enumerate(zip(seqs, freqs, strict=True)):
         for a, b in pairwise(seq):
             pair_counts[a << 20 | b] += freq
-            where[a << 20 | b].add(i)
+            where[a << 20 | b].append(i)
     heap = [-count << 40 | pair for pair, count in pair_counts.items()]
     heapq.heapify(heap)
     merges = []
@@ -226,14 +226,14 @@ def learn_merges(words: dict[bytes, int], n_merges: int, min_frequency: int, pro
                         p = x | new
                         pair_counts[p] += freq
                         gained.add(p)
-                        where[p].add(i)
+                        where[p].append(i)
                     if k + 2 < len(seq):
                         y = seq[k + 2]
                         pair_counts[b << 20 | y] -= freq
                         p = new << 20 | y
                         pair_counts[p] += freq
                         gained.add(p)
-                        where[p].add(i)
+                        where[p].append(i)
                     seq[k : k + 2] = (new,)
                 k += 1
         pair_counts[pair] = 0  # every occurrence is merged (left to right, so a a a -> new a)
