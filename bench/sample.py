@@ -5,7 +5,7 @@ settings (temperature 0.4, top_p 0.95, no top-k). transformers is held to exactl
 min_new_tokens; ours stops a sample at <|endoftext|>, so we count the steps it really ran. Runs alternate
 between the two and the best of --repeat is kept, because other jobs share the machine.
 
-    python bench/sample.py [--sizes tiny gpt2] [--samples 1 8] [--new-tokens 128] [--device cpu]
+    python bench/sample.py [--sizes tiny gpt2] [--samples 1 8] [--new-tokens 128] [--threads N] [--device cpu]
 """
 
 import argparse
@@ -79,11 +79,14 @@ def main():
     p.add_argument("--samples", nargs="+", type=int, default=[1, 8])
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--threads", type=int, help="torch threads; 1 is steadier when other jobs share the cores")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     args = p.parse_args()
     from transformers import GPT2LMHeadModel
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else lambda: None
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
