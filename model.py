@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.checkpoint import checkpoint
 
@@ -222,8 +223,12 @@ class GPT(nn.Module):
         with torch.device("meta"):  # no memory, no init: every tensor comes from the file
             model = cls(config)
         expected = model.state_dict()
+        try:
+            tensors = load_file(weights_file)
+        except SafetensorError as e:  # a truncated or foreign file: say which, not a Rust traceback
+            raise ValueError(f"{weights_file}: not a readable safetensors file ({e})") from None
         state = {}
-        for key, tensor in load_file(weights_file).items():
+        for key, tensor in tensors.items():
             if key.endswith((".attn.bias", ".attn.masked_bias")):  # causal-mask buffers of old versions
                 continue
             name = key if key.startswith(("transformer.", "lm_head.")) else "transformer." + key

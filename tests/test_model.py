@@ -175,6 +175,10 @@ def test_bad_checkpoint_dirs_say_what_is_wrong(tmp_path):
         with pytest.raises(ValueError, match=message):
             GPT.from_pretrained(broken_copy(tmp_path, **edits))
     path = broken_copy(tmp_path)
+    (path / "model.safetensors").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="model.safetensors: not a readable safetensors file"):
+        GPT.from_pretrained(path)
+    path = broken_copy(tmp_path)
     (path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="config.json: not valid JSON"):
         GPT.from_pretrained(path)
