@@ -148,6 +148,7 @@ def count_words(texts: Iterable[str], pattern: str, processes: int, progress: bo
     """Pre-tokenize the stream in ~1 MB chunks on all cores; only the distinct words are kept."""
     words = Counter()
     bar = tqdm(desc="pre-tokenize", unit="char", unit_scale=True, disable=not progress)
+    # fork: workers start in milliseconds with the module already imported (spawn would re-import it)
     with bar, get_context("fork").Pool(processes, _init_worker, (pattern,)) as pool:
         pending = deque()  # a few chunks in flight: bounded memory, unlike Pool.imap which reads ahead
         for chunk in _chunks(texts, 1 << 20):
