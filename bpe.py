@@ -422,12 +422,12 @@ def _atomic_write(path, text: str):
 SNIPPET = 'def say_hello(self, name):\n        """Greet."""\n        print(f"Hello, {name}!")  # 42\n'
 
 
-def report(path, inputs, compare=None, max_mb=10):
-    """The book's analysis of a vocabulary: compression on code, keywords, merges, a tokenized snippet."""
+def report(path, texts, source, compare=None):
+    """The book's analysis of a vocabulary: compression on `texts` (a list of documents, held-out code at
+    best; `source` says what they are), keywords, first and last merges, a tokenized snippet."""
     tok = Tokenizer.load(path)
     others = [(path, tok)]
-    read_texts(inputs)  # checks the paths: bad input fails before any output, as a bad --compare does
-    if compare:
+    if compare:  # loaded before any output, so a bad --compare is one line
         other = Tokenizer.from_tiktoken(compare) if compare == "gpt2" else Tokenizer.load(compare)
         others.append((compare, other))
     merged = sorted((t for t in tok.ranks if len(t) > 1), key=tok.ranks.get)
@@ -437,23 +437,22 @@ def report(path, inputs, compare=None, max_mb=10):
     print(f"Python keywords that are not one token: {missing or 'none'}")
     print(f"first merges: {show(merged[:12])}\nlast merges: {show(merged[-12:])}")
     print(f"longest tokens: {show(sorted(merged, key=len)[-6:])}")
+    chars = sum(map(len, texts))
     for name, t in others:
-        stats = Counter()
-        print(
-            f"{name}: {_chars_per_token(t, read_texts(inputs, stats=stats), max_mb):.3f} chars per token on "
-            f"the first {max_mb} MB of {' '.join(inputs)} ({_describe(stats)})"
-        )
+        tokens = sum(map(len, t.encode_batch(texts)))
+        print(f"{name}: {chars / max(tokens, 1):.3f} chars per token on {source}")
         print("  " + "|".join(t.decode([i]) for i in t.encode(SNIPPET)).replace("\n", "\\n"))
 
 
-def _chars_per_token(tok, texts, max_mb) -> float:
-    chars = tokens = 0
-    for chunk in _chunks(texts, 1 << 20):
-        chars += sum(map(len, chunk))
-        tokens += sum(map(len, tok.encode_batch(chunk)))
-        if chars > max_mb * 1e6:
+def first_mb(texts: Iterable[str], max_mb: float) -> list[str]:
+    """The leading documents of `texts` up to about max_mb million characters."""
+    out, size = [], 0
+    for text in texts:
+        if size >= max_mb * 1e6:
             break
-    return chars / max(tokens, 1)
+        out.append(text)
+        size += len(text)
+    return out
 
 
 def main(argv=None):
@@ -485,7 +484,10 @@ def main(argv=None):
         tok.save(args.out)
         print(f"wrote {args.out}: vocab_size {tok.vocab_size}; read {_describe(stats)}")
     elif args.command == "report":
-        report(args.file, args.input, args.compare, args.max_mb)
+        stats = Counter()
+        texts = first_mb(read_texts(args.input, stats=stats), args.max_mb)
+        source = f"the first {args.max_mb} MB of {' '.join(args.input)} ({_describe(stats)})"
+        report(args.file, texts, source, args.compare)
     else:
         tok = Tokenizer.load(args.file)
         if args.tiktoken:

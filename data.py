@@ -526,7 +526,9 @@ def val_batches(data_dir, batch_size, context, max_tokens, rank=0, world_size=1,
 
 
 # ---------------------------------------------------------------- command line
-def inspect(data_dir, tokens=200, seed=None):
+def inspect(data_dir, tokens=200, seed=None, analysis_tokens=2_000_000):
+    """The dataset's counts, a random train window decoded back to text, and the book's tokenizer
+    analysis measured on held-out code: the first documents of the valid split, decoded."""
     meta = load_meta(data_dir)
     print(
         json.dumps({k: meta[k] for k in ("documents", "read", "docs", "tokens", "bytes_per_token")}, indent=1)
@@ -538,9 +540,15 @@ def inspect(data_dir, tokens=200, seed=None):
     stream = TokenStream(data_dir, "train")
     length = min(tokens, stream.n_tokens)
     window = random.Random(seed).randrange(stream.n_tokens // length) if length else 0
-    tok = bpe.Tokenizer.load(Path(data_dir) / meta["tokenizer"])
+    tok_path = Path(data_dir) / meta["tokenizer"]
+    tok = bpe.Tokenizer.load(tok_path)
     print(f"--- train window {window} of {length} tokens ---")
     print(tok.decode(stream.windows([window], length)[0].tolist()) if length else "(empty)")
+    valid = TokenStream(data_dir, "valid")
+    held_out = valid.windows([0], min(analysis_tokens, valid.n_tokens))[0].tolist()
+    docs = [d for d in tok.decode(held_out).split(bpe.EOT) if d]
+    print("--- the tokenizer on held-out code ---")
+    bpe.report(tok_path, docs, f"{len(docs)} documents of the valid split")
 
 
 def main(argv=None):

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -329,3 +330,6 @@ def test_cli_prepare_and_inspect(tmp_path, capsys):
     assert "tokens: {'train': " in capsys.readouterr().out
     result = cli("inspect", out, "--seed", 1)
     assert result.returncode == 0 and "--- train window" in result.stdout and "valid" in result.stdout
+    # the book's tokenizer analysis, measured on the held-out split
+    assert "Python keywords that are not one token" in result.stdout
+    assert re.search(r"\d\.\d{3} chars per token on \d+ documents of the valid split", result.stdout)
