@@ -43,6 +43,11 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+# OpenMP threads that spin while waiting for work made CPU training 4-6x slower on our 2-core machine
+# whenever other jobs ran (bench/RESULTS.md); sleeping waits cost nothing noticeable on GPU runs.
+# Set before torch loads its OpenMP runtime; an explicit OMP_WAIT_POLICY wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F

@@ -17,11 +17,13 @@ dense bf16 peak of the device, looked up by name as train.py does.
 
 import argparse
 import gc
+import os
 import sys
 import time
 from functools import partial
 from pathlib import Path
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: no spinning threads on a shared machine
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -29,6 +31,7 @@ import train  # noqa: E402
 from model import GPT  # noqa: E402
 
 SIZES = {  # name -> knobs, batch size; the CPU sizes keep the whole run to a few minutes on 2 cores
+    "tiny": (dict(n_layer=4, n_head=4, n_embd=128, context=128), 16),  # configs/tiny.py (use --vocab 4096)
     "small": (dict(n_layer=4, n_head=4, n_embd=256, context=128), 8),
     "medium": (dict(n_layer=6, n_head=8, n_embd=512, context=128), 4),
     "gpt2": (dict(model="gpt2", context=1024), 16),
