@@ -297,3 +297,24 @@ def test_nonfinite_loss_stops_or_is_skipped(dataset, tmp_path):
         train.train(config(dataset, tmp_path / "stop", lr=1e30, warmup_steps=0))
     result = train.train(config(dataset, tmp_path / "skip", lr=1e30, warmup_steps=0, skip_nonfinite=True))
     assert result["skipped"] >= 1 and result["step"] == 6
+
+
+def test_activation_checkpointing_changes_nothing(dataset, tmp_path):
+    train.train(config(dataset, tmp_path / "plain", max_steps=3))
+    train.train(config(dataset, tmp_path / "ckpt", max_steps=3, checkpointing=True))
+    assert_same_weights(weights(tmp_path / "plain"), weights(tmp_path / "ckpt"), exact=True)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_mixed_precision_trains_and_resumes(dataset, tmp_path, dtype):
+    result = train.train(config(dataset, tmp_path / dtype, max_steps=3, dtype=dtype))
+    assert math.isfinite(result["val_loss"])
+    state = torch.load(train.latest_checkpoint(tmp_path / dtype) / "train_state.pt", weights_only=True)
+    assert bool(state["scaler"]) == (dtype == "float16")  # fp16 only: the GradScaler's scale and counters
+    train.train(config(dataset, tmp_path / dtype, max_steps=5, dtype=dtype, resume=True))
+    assert sorted(logged(tmp_path / dtype)) == [1, 2, 3, 4, 5]
+
+
+def test_keytoken_loss_in_the_loop(dataset, tmp_path):
+    result = train.train(config(dataset, tmp_path / "key", max_steps=2, keytoken_alpha=1.0))
+    assert math.isfinite(result["val_loss"]) and all(map(math.isfinite, logged(tmp_path / "key").values()))
