@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 # OpenMP threads that spin while waiting for work made CPU training 4-6x slower on our 2-core machine
-# whenever other jobs ran (bench/RESULTS.md); sleeping waits cost nothing noticeable on GPU runs.
+# whenever other jobs ran (bench/RESULTS.md); GPU runs hardly use CPU threads either way.
 # Set before torch loads its OpenMP runtime; an explicit OMP_WAIT_POLICY wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -469,7 +469,7 @@ def catch_stop_signals() -> list:
 # dense bf16/fp16 tensor-core peak per GPU from NVIDIA's data sheets; the first name that matches wins
 # fmt: off
 PEAK_TFLOPS = (("H100 PCIe", 756), ("H100 NVL", 835), ("H100", 989), ("H200", 989), ("A100", 312),
-               ("L40S", 362), ("L4", 121), ("A10", 125), ("V100", 125))
+               ("L40S", 362), ("L40", 181), ("L4", 121), ("V100", 125))
 # fmt: on
 
 
