@@ -406,6 +406,7 @@ def save_checkpoint(run):
 
 
 def load_checkpoint(run, folder):
+    """Put `run` back where save_checkpoint left it: weights, optimizer, scaler, data, counters, RNG."""
     run.model.load_state_dict(GPT.from_pretrained(folder).state_dict())
     state = torch.load(folder / "train_state.pt", map_location=run.device, weights_only=True)
     run.optimizer.load_state_dict(state["optimizer"])
