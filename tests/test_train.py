@@ -1,5 +1,6 @@
 """train.py: configuration, schedule, loss, and that accumulation, DDP and resuming change nothing."""
 
+import dataclasses
 import json
 import math
 import os
@@ -266,30 +267,22 @@ def test_resume_needs_a_checkpoint(dataset, tmp_path):
 
 def test_sigterm_saves_and_resume_matches_uninterrupted(dataset, tmp_path):
     cfg = config(dataset, tmp_path / "killed", max_steps=300, eval_interval=100)
-    proc = subprocess.Popen(
-        [sys.executable, "train.py", *cli(cfg)],
-        cwd=ROOT,
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    log = tmp_path / "stderr.txt"  # a file, not a pipe: nobody reads a pipe while we poll, and it could fill
+    with open(log, "w") as stderr:
+        cmd = [sys.executable, "train.py", *cli(cfg)]
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=stderr)
     metrics, deadline = tmp_path / "killed" / "metrics.jsonl", time.monotonic() + 120
     while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):  # logged step 3
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, log.read_text()[-2000:]
     stopped_at = int((tmp_path / "killed" / "latest").read_text().split("-")[1])
     assert 3 <= stopped_at < 300
-    train.train(dataclass_replace(cfg, resume=True))
+    train.train(dataclasses.replace(cfg, resume=True))
     train.train(config(dataset, tmp_path / "whole", max_steps=300, eval_interval=100))
     assert logged(tmp_path / "killed") == logged(tmp_path / "whole")
     assert_same_weights(weights(tmp_path / "killed"), weights(tmp_path / "whole"), exact=True)
-
-
-def dataclass_replace(cfg, **changes):
-    return train.TrainConfig(**{**vars(cfg), **changes})
 
 
 def test_nonfinite_loss_stops_or_is_skipped(dataset, tmp_path):
