@@ -22,6 +22,7 @@ folder must then be on a shared file system). One file does both; read it top to
 Run folder (out_dir):
     config.json      the resolved TrainConfig of the latest start
     metrics.jsonl    one JSON object per logged step ("loss") and per evaluation ("val_loss")
+    loss.png         both losses against the step, redrawn at the end of each start (needs matplotlib)
     ckpt-0001000/    model.safetensors + config.json (GPT.save_pretrained, so GPT.from_pretrained and
                      transformers load it), tokenizer.bpe, train_config.json, train_state.pt (optimizer,
                      step, tokens seen, grad scaler, data-loader position, RNG states of every rank)
@@ -522,6 +523,28 @@ class RunLog:
             self.wandb.finish()
 
 
+def plot_losses(out_dir):
+    """out_dir/loss.png: train and validation loss against the step, drawn from metrics.jsonl."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return print(f"note: `pip install matplotlib` to get a loss curve in {out_dir / 'loss.png'}")
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a GPU node or in CI
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label, marker in (("loss", "train", None), ("val_loss", "validation", "o")):
+        points = [(r["step"], r[key]) for r in records if key in r]
+        if points:
+            ax.plot(*zip(*points, strict=True), label=label, marker=marker)
+    ax.set(xlabel="step", ylabel="loss (nats per token)", title=str(out_dir))
+    ax.legend()
+    fig.savefig(out_dir / "loss.png.tmp", format="png", dpi=100)
+    plt.close(fig)
+    os.replace(out_dir / "loss.png.tmp", out_dir / "loss.png")
+
+
 # --- The loop --------------------------------------------------------------------------------------------
 def train(cfg) -> dict:
     """Train per `cfg`; returns the last evaluation plus step, tokens, skipped and stopped."""
@@ -600,6 +623,8 @@ def train_on(cfg, rank, world, device) -> dict:
         if run.step % cfg.eval_interval == 0 or run.step % cfg.save_interval == 0:
             tick, tokens_at_tick = time.perf_counter(), run.tokens  # evaluating and saving are not training
     log.close()
+    if rank == 0:
+        plot_losses(Path(cfg.out_dir))
     if stopped:
         say(f"stopped by a signal at step {run.step}, checkpoint saved; continue with --resume")
     return {**result, "step": run.step, "tokens": run.tokens, "skipped": run.skipped, "stopped": stopped}

@@ -1,6 +1,7 @@
 """train.py: configuration, schedule, loss, and that accumulation, DDP and resuming change nothing."""
 
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -244,6 +245,8 @@ def test_resume_is_exact_and_checkpoints_are_complete(dataset, tmp_path):
     assert logged(tmp_path / "split") == logged(tmp_path / "whole")  # identical losses, no duplicate steps
     assert_same_weights(weights(tmp_path / "split"), weights(tmp_path / "whole"), exact=True)
     run = tmp_path / "whole"
+    if importlib.util.find_spec("matplotlib"):  # the loss curve, drawn from metrics.jsonl
+        assert (run / "loss.png").read_bytes().startswith(b"\x89PNG")
     assert (run / "latest").read_text().strip() == "ckpt-0000008"
     assert sorted(p.name for p in run.glob("ckpt-*")) == ["ckpt-0000006", "ckpt-0000008"]  # keep_last=2
     ckpt = train.latest_checkpoint(run)
