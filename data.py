@@ -331,7 +331,7 @@ def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options)
     out_dir = Path(out_dir)
     old = check_out_dir(out_dir, recipe, overwrite) if out_dir.exists() else None
     if old and old.get("complete"):
-        print(f"{out_dir} is already complete; nothing to do")
+        print(f"{out_dir} is already complete; reusing it (--overwrite starts over)")
         return old
     given = given_tokenizer(opts)  # before anything is written: a bad --tokenizer costs nothing
     flags, sample, stats, read_stats = scan(sources, opts, progress)

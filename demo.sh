@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The main job: the whole CodeParrot pipeline, end to end, on a fresh machine with nothing downloaded.
+#
+#   raw Python (this interpreter's standard library) -> clean, dedup, split -> our BPE -> uint16 shards
+#   -> a tiny GPT-2 trained on the CPU (or the GPU, when there is one) -> completions of the book's prompts
+#
+# Every stage is one of the project's own commands, printed before it runs, so this file doubles as the
+# recipe to copy when moving to a real corpus. Each stage reuses what an earlier run finished: rerunning
+# after an interruption continues. `--fresh` starts over.
+#
+#   bash demo.sh [--fresh] [--out DIR] [--source PATH] [--vocab-size N] [train.py --key=value ...]
+set -euo pipefail
+cd "$(dirname "$0")"
+
+out=out source=() vocab=4096 train_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --fresh) fresh=1 ;;
+    --out) out=$2; shift ;;
+    --source) source+=(--source "$2"); shift ;;
+    --vocab-size) vocab=$2; shift ;;
+    --*=*) train_args+=("$1") ;;
+    *) echo "error: unknown argument '$1' (see the usage line at the top of demo.sh)" >&2; exit 2 ;;
+  esac
+  shift
+done
+data="$out/stdlib" run="$out/tiny"
+[ -n "${fresh:-}" ] && rm -rf "$data" "$run"
+
+step() { printf '\n\033[1m== %s\033[0m\n$ %s\n' "$1" "${*:2}"; "${@:2}"; }
+
+step "1/6 install what is missing" bash .ci/install
+step "2-4/6 corpus -> clean, dedup, split -> BPE -> uint16 shards" \
+  python3 data.py prepare --out "$data" --vocab-size "$vocab" "${source[@]}"
+step "3/6 the dataset report and the book's tokenizer analysis on held-out code" python3 data.py inspect "$data"
+resume=()
+[ -f "$run/latest" ] && resume=(--resume=true)
+step "5/6 train configs/tiny.py" \
+  python3 train.py tiny --data_dir="$data" --out_dir="$run" "${resume[@]}" "${train_args[@]}"
+for prompt in \
+  $'def area_of_rectangle(a: float, b: float):\n    """Return the area of the rectangle."""' \
+  $'def get_urls_from_html(html):\n    """Get all embedded URLs in a HTML string."""' \
+  $'# a function in native python:\ndef mean(a):\n    return sum(a)/len(a)\n\n# the same function using numpy:\nimport numpy as np\ndef mean(a):' \
+  $'X = np.random.randn(100, 100)\ny = np.random.randint(0, 1, 100)\n\n# fit random forest classifier with 20 estimators'
+do
+  step "6/6 complete the book's prompt" python3 sample.py --checkpoint "$run" --prompt "$prompt" \
+    --num-samples 4 --max-new-tokens 64 --temperature 0.4 --top-p 0.95 --first-block --seed 1
+done
