@@ -29,13 +29,13 @@ data="$out/stdlib" run="$out/tiny"
 
 step() { printf '\n\033[1m== %s\033[0m\n$ %s\n' "$1" "${*:2}"; "${@:2}"; }
 
-step "1/6 install what is missing" bash .ci/install
-step "2-4/6 corpus -> clean, dedup, split -> BPE -> uint16 shards" \
+step "1. install what is missing" bash .ci/install
+step "2-4. corpus -> clean, dedup, split -> BPE -> uint16 shards" \
   python3 data.py prepare --out "$data" --vocab-size "$vocab" "${source[@]}"
-step "3/6 the dataset report and the book's tokenizer analysis on held-out code" python3 data.py inspect "$data"
+step "3. the dataset report, and the book's tokenizer analysis on held-out code" python3 data.py inspect "$data"
 resume=()
 [ -f "$run/latest" ] && resume=(--resume=true)
-step "5/6 train configs/tiny.py" \
+step "5. train configs/tiny.py" \
   python3 train.py tiny --data_dir="$data" --out_dir="$run" "${resume[@]}" "${train_args[@]}"
 for prompt in \
   $'def area_of_rectangle(a: float, b: float):\n    """Return the area of the rectangle."""' \
@@ -43,6 +43,6 @@ for prompt in \
   $'# a function in native python:\ndef mean(a):\n    return sum(a)/len(a)\n\n# the same function using numpy:\nimport numpy as np\ndef mean(a):' \
   $'X = np.random.randn(100, 100)\ny = np.random.randint(0, 1, 100)\n\n# fit random forest classifier with 20 estimators'
 do
-  step "6/6 complete the book's prompt" python3 sample.py --checkpoint "$run" --prompt "$prompt" \
+  step "6. complete the book's example prompt" python3 sample.py --checkpoint "$run" --prompt "$prompt" \
     --num-samples 4 --max-new-tokens 64 --temperature 0.4 --top-p 0.95 --first-block --seed 1
 done
