@@ -39,7 +39,7 @@ HEADER_BYTES = 4 * HEADER_INTS
 SPLITS = ("train", "valid")
 
 
-# ---------------------------------------------------------------- shards
+# ---------------------------------------------------------------- the shard format
 def write_shard(path, tokens, vocab_size, doc_end=0, doc_offset=0):
     """Write tokens (uint16) behind the header, under a temporary name renamed when complete.
 
@@ -75,39 +75,6 @@ def open_shard(path):
     """The shard's tokens as a read-only np.memmap: pages are read on demand, never the whole file."""
     n = int(read_header(path)[3])
     return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(n,))
-
-
-class ShardWriter:
-    """Fills fixed-size shards of one split, resuming after the complete shards already on disk."""
-
-    def __init__(self, out_dir, split, vocab_size, shard_tokens):
-        self.out_dir, self.split, self.vocab_size = Path(out_dir), split, vocab_size
-        self.buf, self.fill, self.index = np.empty(shard_tokens, np.uint16), 0, 0
-        self.resume_doc = self.resume_offset = 0
-        while (path := self.path(self.index)).exists():  # a shard on disk is complete: writes are atomic
-            header = read_header(path)
-            self.resume_doc, self.resume_offset = int(header[4]), int(header[5])
-            self.index += 1
-        if self.index:
-            print(f"resuming: reusing {self.index} complete {split} shard(s)")
-
-    def path(self, index):
-        return self.out_dir / f"{self.split}_{index:06d}.bin"
-
-    def add(self, doc, tokens):
-        """Append the tokens of the split's document number `doc`, less what a reused shard holds."""
-        pos = self.resume_offset if doc == self.resume_doc else 0
-        while pos < len(tokens):
-            take = min(len(tokens) - pos, len(self.buf) - self.fill)
-            self.buf[self.fill : self.fill + take] = tokens[pos : pos + take]
-            self.fill, pos = self.fill + take, pos + take
-            if self.fill == len(self.buf):
-                self.flush((doc, pos) if pos < len(tokens) else (doc + 1, 0))
-
-    def flush(self, next_start):
-        if self.fill:
-            write_shard(self.path(self.index), self.buf[: self.fill], self.vocab_size, *next_start)
-            self.index, self.fill = self.index + 1, 0
 
 
 # ---------------------------------------------------------------- cleaning and splitting
@@ -237,6 +204,83 @@ def install_tokenizer(out_dir, opts, given, sample, progress):
 
 
 # ---------------------------------------------------------------- prepare
+def stdlib_sources(glob):
+    """The running Python's standard library: its modules and packages, without site-packages."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    entries = [p for p in sorted(root.iterdir()) if p.name != "site-packages"]
+    return [p for p in entries if (p.match(glob) if p.is_file() else any(p.rglob(glob)))]
+
+
+def make_recipe(sources, options):
+    """Checked options, resolved sources, and the recipe that identifies a dataset (kept in meta.json)."""
+    opts = Options(**options)
+    if opts.vocab_size > 1 << 16:
+        raise ValueError(f"--vocab-size {opts.vocab_size} does not fit the uint16 shards (at most 65,536)")
+    if not 0 <= opts.valid_share < 1 or opts.shard_tokens < 1:
+        raise ValueError(f"need 0 <= --valid-share < 1 (got {opts.valid_share}) and --shard-tokens >= 1")
+    sources = [Path(s).resolve() for s in sources] if sources else stdlib_sources(opts.glob)
+    is_file = Path(opts.tokenizer).is_file()
+    opts.tokenizer = str(Path(opts.tokenizer).resolve()) if is_file else opts.tokenizer
+    recipe = {"sources": [str(s) for s in sources], "options": asdict(opts)}
+    recipe["tokenizer_source_sha256"] = file_sha256(opts.tokenizer) if is_file else None
+    return opts, sources, json.loads(json.dumps(recipe))  # tuples become lists, as meta.json gives them back
+
+
+def check_out_dir(out_dir, recipe, overwrite):
+    """Refuse a DIR holding something else; say whether a dataset with this recipe is there."""
+    meta_path = out_dir / "meta.json"
+    patterns = ("meta.json*", "tokenizer.bpe*", "train_??????.bin*", "valid_??????.bin*")
+    ours = [p for pattern in patterns for p in out_dir.glob(pattern)]
+    try:
+        old = json.loads(meta_path.read_text()) if meta_path.exists() else None
+    except ValueError:
+        old = {}  # an unreadable meta.json: some other dataset, never silently reused
+    if old is not None and {k: old.get(k) for k in recipe} == recipe:
+        return old
+    if overwrite:  # only our own files: --out may hold other things
+        for p in ours:
+            p.unlink()
+    elif ours:
+        raise ValueError(
+            f"{out_dir} holds a dataset made with other sources or options; "
+            "use another --out or pass --overwrite to replace it"
+        )
+    return None
+
+
+class ShardWriter:
+    """Fills fixed-size shards of one split, resuming after the complete shards already on disk."""
+
+    def __init__(self, out_dir, split, vocab_size, shard_tokens):
+        self.out_dir, self.split, self.vocab_size = Path(out_dir), split, vocab_size
+        self.buf, self.fill, self.index = np.empty(shard_tokens, np.uint16), 0, 0
+        self.resume_doc = self.resume_offset = 0
+        while (path := self.path(self.index)).exists():  # a shard on disk is complete: writes are atomic
+            header = read_header(path)
+            self.resume_doc, self.resume_offset = int(header[4]), int(header[5])
+            self.index += 1
+        if self.index:
+            print(f"resuming: reusing {self.index} complete {split} shard(s)")
+
+    def path(self, index):
+        return self.out_dir / f"{self.split}_{index:06d}.bin"
+
+    def add(self, doc, tokens):
+        """Append the tokens of the split's document number `doc`, less what a reused shard holds."""
+        pos = self.resume_offset if doc == self.resume_doc else 0
+        while pos < len(tokens):
+            take = min(len(tokens) - pos, len(self.buf) - self.fill)
+            self.buf[self.fill : self.fill + take] = tokens[pos : pos + take]
+            self.fill, pos = self.fill + take, pos + take
+            if self.fill == len(self.buf):
+                self.flush((doc, pos) if pos < len(tokens) else (doc + 1, 0))
+
+    def flush(self, next_start):
+        if self.fill:
+            write_shard(self.path(self.index), self.buf[: self.fill], self.vocab_size, *next_start)
+            self.index, self.fill = self.index + 1, 0
+
+
 def write_shards(out_dir, sources, opts, flags, tok, progress):
     """Second pass: tokenize the kept documents in batches on all cores and fill the shards of each split.
 
@@ -272,50 +316,6 @@ def encode_into_writers(batch, tok):
     ids = tok.encode_batch([text for _, _, text in batch], num_threads=os.cpu_count())
     for (w, doc, _), doc_ids in zip(batch, ids, strict=True):
         w.add(doc, np.array([tok.eot_token, *doc_ids], dtype=np.uint16))
-
-
-def stdlib_sources(glob):
-    """The running Python's standard library: its modules and packages, without site-packages."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    entries = [p for p in sorted(root.iterdir()) if p.name != "site-packages"]
-    return [p for p in entries if (p.match(glob) if p.is_file() else any(p.rglob(glob)))]
-
-
-def check_out_dir(out_dir, recipe, overwrite):
-    """Refuse a DIR holding something else; say whether a dataset with this recipe is there."""
-    meta_path = out_dir / "meta.json"
-    patterns = ("meta.json*", "tokenizer.bpe*", "train_??????.bin*", "valid_??????.bin*")
-    ours = [p for pattern in patterns for p in out_dir.glob(pattern)]
-    try:
-        old = json.loads(meta_path.read_text()) if meta_path.exists() else None
-    except ValueError:
-        old = {}  # an unreadable meta.json: some other dataset, never silently reused
-    if old is not None and {k: old.get(k) for k in recipe} == recipe:
-        return old
-    if overwrite:  # only our own files: --out may hold other things
-        for p in ours:
-            p.unlink()
-    elif ours:
-        raise ValueError(
-            f"{out_dir} holds a dataset made with other sources or options; "
-            "use another --out or pass --overwrite to replace it"
-        )
-    return None
-
-
-def make_recipe(sources, options):
-    """Checked options, resolved sources, and the recipe that identifies a dataset (kept in meta.json)."""
-    opts = Options(**options)
-    if opts.vocab_size > 1 << 16:
-        raise ValueError(f"--vocab-size {opts.vocab_size} does not fit the uint16 shards (at most 65,536)")
-    if not 0 <= opts.valid_share < 1 or opts.shard_tokens < 1:
-        raise ValueError(f"need 0 <= --valid-share < 1 (got {opts.valid_share}) and --shard-tokens >= 1")
-    sources = [Path(s).resolve() for s in sources] if sources else stdlib_sources(opts.glob)
-    is_file = Path(opts.tokenizer).is_file()
-    opts.tokenizer = str(Path(opts.tokenizer).resolve()) if is_file else opts.tokenizer
-    recipe = {"sources": [str(s) for s in sources], "options": asdict(opts)}
-    recipe["tokenizer_source_sha256"] = file_sha256(opts.tokenizer) if is_file else None
-    return opts, sources, json.loads(json.dumps(recipe))  # tuples become lists, as meta.json gives them back
 
 
 def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options):
@@ -553,11 +553,11 @@ def main(argv=None):
     keywords = "comma-separated: keep only files containing one (the HF course's subset)"
     p.add_argument("--keywords", type=lambda s: tuple(filter(None, s.split(","))), default=(), help=keywords)
     for field, value in asdict(Options()).items():  # one flag per Options field; see its comments
-        flag, hint = "--" + field.replace("_", "-"), f"default: {value!r}"
+        flag = "--" + field.replace("_", "-")
         if isinstance(value, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
         elif field != "keywords":
-            p.add_argument(flag, type=type(value), default=value, help=hint)
+            p.add_argument(flag, type=type(value), default=value, help=f"default: {value!r}")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset made with other options")
     i = commands.add_parser("inspect", help="counts and a random window decoded back to text")
     i.add_argument("dir")
