@@ -18,6 +18,8 @@ folder must then be on a shared file system). One file does both; read it top to
 4. Every eval_interval steps and at the end: validation loss, perplexity and bits per byte, all-reduced.
 5. Every save_interval steps, at the end, and on SIGTERM / SIGINT: a checkpoint folder, written under a
    temporary name; `latest` names it once complete. `--resume` continues from it bit for bit.
+6. Logging, on rank 0: a tqdm bar, metrics.jsonl (and TensorBoard / W&B when asked), loss.png at the end.
+7. The loop: train() repeats 3 until max_steps or a stop signal, doing 4, 5 and 6 when they are due.
 
 Run folder (out_dir):
     config.json      the resolved TrainConfig of the latest start
@@ -105,17 +107,27 @@ class TrainConfig:
     wandb_project: str = "codeparrot"
 
 
-# fmt: off
-CHOICES = {"schedule": ("cosine", "linear", "constant"), "device": ("auto", "cpu", "cuda"),
-           "dtype": ("auto", "bfloat16", "float16", "float32")}
-POSITIVE = ("batch_size", "grad_accum", "max_steps", "context", "eval_interval", "eval_tokens",
-            "log_interval", "save_interval")
+CHOICES = {
+    "schedule": ("cosine", "linear", "constant"),
+    "device": ("auto", "cpu", "cuda"),
+    "dtype": ("auto", "bfloat16", "float16", "float32"),
+}
+POSITIVE = (
+    "batch_size grad_accum max_steps context eval_interval eval_tokens log_interval save_interval".split()
+)
 # the names of the book's training script and of the HF Trainer, for readers porting a config
-BOOK_NAMES = {"learning_rate": "lr", "seq_length": "context", "n_ctx": "context", "block_size": "context",
-              "train_batch_size": "batch_size", "per_device_train_batch_size": "batch_size",
-              "gradient_accumulation_steps": "grad_accum", "max_train_steps": "max_steps",
-              "num_warmup_steps": "warmup_steps", "lr_scheduler_type": "schedule"}
-# fmt: on
+BOOK_NAMES = {
+    "learning_rate": "lr",
+    "seq_length": "context",
+    "n_ctx": "context",
+    "block_size": "context",
+    "train_batch_size": "batch_size",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "max_train_steps": "max_steps",
+    "num_warmup_steps": "warmup_steps",
+    "lr_scheduler_type": "schedule",
+}
 
 
 def load_config(argv) -> TrainConfig:
@@ -123,8 +135,12 @@ def load_config(argv) -> TrainConfig:
     cfg = TrainConfig()
     if argv and not argv[0].startswith("--"):
         path = config_path(argv[0])
-        for key, value in read_config_file(path).items():
-            cfg = set_knob(cfg, key, value, where=str(path))
+        # A config is Python, so it may compute values (warmup_steps = max_steps // 20); globals are knobs.
+        names = {}
+        exec(compile(path.read_text(), str(path), "exec"), names)
+        for key, value in names.items():
+            if not key.startswith("_") and not isinstance(value, types.ModuleType):
+                cfg = set_knob(cfg, key, value, where=str(path))
         argv = argv[1:]
     for arg in argv:
         if not arg.startswith("--"):
@@ -149,13 +165,6 @@ def config_path(arg) -> Path:
         return candidate
     names = ", ".join(sorted(p.stem for p in (ROOT / "configs").glob("*.py")))
     raise ValueError(f"config {arg!r} not found; use one of {names} or the path of a .py file")
-
-
-def read_config_file(path) -> dict:
-    """A config is Python, so it may compute values (warmup_steps = max_steps // 20); globals are knobs."""
-    names = {}
-    exec(compile(path.read_text(), str(path), "exec"), names)
-    return {k: v for k, v in names.items() if not k.startswith("_") and not isinstance(v, types.ModuleType)}
 
 
 def set_knob(cfg, key, value, where) -> TrainConfig:
@@ -188,7 +197,8 @@ def parse_value(value, kind, what):
 # --- 2. Set-up: processes, model, optimizer, schedule ----------------------------------------------------
 def setup_distributed(cfg):
     """torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; a plain `python train.py` is rank 0 of 1."""
-    rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    rank = int(os.environ.get("RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' but torch sees no GPU; use --device=cpu")
@@ -211,8 +221,9 @@ def pick_dtype(cfg, device):
 
 
 def model_config(cfg, vocab_size) -> GPTConfig:
-    extra = dict(vocab_size=vocab_size, context=cfg.context, dropout=cfg.dropout)
-    extra["checkpointing"] = cfg.checkpointing
+    extra = dict(
+        vocab_size=vocab_size, context=cfg.context, dropout=cfg.dropout, checkpointing=cfg.checkpointing
+    )
     if cfg.model:
         return GPTConfig.named(cfg.model, **extra)
     return GPTConfig(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, **extra)
@@ -220,9 +231,8 @@ def model_config(cfg, vocab_size) -> GPTConfig:
 
 def make_optimizer(model, cfg, device):
     # Decay weight matrices (and the embeddings) only; biases and LayerNorm gains are 1-D and exempt.
-    # The book and the course exempt names containing "bias" or "LayerNorm.weight", but GPT-2's
-    # LayerNorms are named ln_1, ln_2, ln_f, so that filter decayed every LayerNorm weight. Grouping by
-    # dimension cannot miss one.
+    # The book and the course exempt names containing "bias" or "LayerNorm.weight", which misses GPT-2's
+    # ln_1, ln_2, ln_f and so decays every LayerNorm gain; grouping by dimension cannot miss one.
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
@@ -264,13 +274,6 @@ def keytoken_weighted_loss(x, y, logits, key_ids, alpha):
     return (token_loss.view(y.shape).mean(dim=1) * alpha * (1.0 + counts)).mean()
 
 
-def compute_loss(model, x, y, cfg, key_ids):
-    if cfg.keytoken_alpha > 0:
-        logits, _ = model(x)
-        return keytoken_weighted_loss(x, y, logits, key_ids, cfg.keytoken_alpha)
-    return model(x, y)[1]
-
-
 @dataclass
 class Run:
     """What one process holds while training; `model` is the plain GPT, `train_model` what the loop calls."""
@@ -306,7 +309,11 @@ def optimizer_step(run, stop_here) -> tuple[float, float, bool]:
         # DDP all-reduces gradients during every backward; only the last micro-step needs it.
         with nullcontext() if last or run.world == 1 else run.train_model.no_sync():
             with run.autocast():
-                loss = compute_loss(run.train_model, x, y, cfg, run.key_ids)
+                if cfg.keytoken_alpha > 0:
+                    logits, _ = run.train_model(x)
+                    loss = keytoken_weighted_loss(x, y, logits, run.key_ids, cfg.keytoken_alpha)
+                else:
+                    _, loss = run.train_model(x, y)
             run.scaler.scale(loss / cfg.grad_accum).backward()  # / grad_accum: the mean of one big batch
         loss_sum += loss.detach()
     run.scaler.unscale_(run.optimizer)  # true gradients before measuring the norm
@@ -355,12 +362,8 @@ def evaluate(run, bytes_per_token) -> dict:
         raise ValueError(f"{cfg.data_dir}: the validation split has no window of {cfg.context + 1} tokens")
     loss = (total[0] / total[1]).item()
     perplexity = math.exp(loss) if loss < 700 else math.inf  # exp overflows a double past ~709
-    return {
-        "step": run.step,
-        "val_loss": loss,
-        "val_ppl": perplexity,
-        "val_bpb": loss / math.log(2) / bytes_per_token,
-    }
+    bits_per_byte = loss / math.log(2) / bytes_per_token
+    return {"step": run.step, "val_loss": loss, "val_ppl": perplexity, "val_bpb": bits_per_byte}
 
 
 # --- 5. Checkpoints --------------------------------------------------------------------------------------
@@ -392,16 +395,15 @@ def save_checkpoint(run):
         run.model.save_pretrained(tmp)
         shutil.copy(Path(run.cfg.data_dir) / "tokenizer.bpe", tmp / "tokenizer.bpe")
         (tmp / "train_config.json").write_text(json.dumps(asdict(run.cfg), indent=1) + "\n")
-        state = dict(step=run.step, tokens=run.tokens, skipped=run.skipped, world_size=run.world, rng=rngs,
-                     optimizer=run.optimizer.state_dict(), scaler=run.scaler.state_dict(),
-                     loader=run.loader.state_dict())  # fmt: skip
+        state = dict(step=run.step, tokens=run.tokens, skipped=run.skipped, world_size=run.world, rng=rngs)
+        state |= {name: getattr(run, name).state_dict() for name in ("optimizer", "scaler", "loader")}
         torch.save(state, tmp / "train_state.pt")
         shutil.rmtree(final, ignore_errors=True)  # a leftover of a crashed run that never reached `latest`
         os.replace(tmp, final)
         write_atomic(out / "latest", final.name + "\n")
-        folders = sorted(out.glob("ckpt-*[0-9]"))
-        for old in folders[: -run.cfg.keep_last] if run.cfg.keep_last > 0 else []:
-            shutil.rmtree(old)
+        if run.cfg.keep_last > 0:
+            for old in sorted(out.glob("ckpt-*[0-9]"))[: -run.cfg.keep_last]:
+                shutil.rmtree(old)
     if run.world > 1:
         dist.barrier()  # nobody runs ahead (or exits) before the checkpoint is complete
 
@@ -410,9 +412,8 @@ def load_checkpoint(run, folder):
     """Put `run` back where save_checkpoint left it: weights, optimizer, scaler, data, counters, RNG."""
     run.model.load_state_dict(GPT.from_pretrained(folder).state_dict())
     state = torch.load(folder / "train_state.pt", map_location=run.device, weights_only=True)
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scaler.load_state_dict(state["scaler"])
-    run.loader.load_state_dict(state["loader"])
+    for name in ("optimizer", "scaler", "loader"):
+        getattr(run, name).load_state_dict(state[name])
     run.step, run.tokens, run.skipped = state["step"], state["tokens"], state["skipped"]
     if state["world_size"] == run.world:  # same processes: each continues its own random stream
         rng = state["rng"][run.rank]
@@ -467,31 +468,40 @@ def catch_stop_signals() -> list:
     return caught
 
 
-# --- Logging ---------------------------------------------------------------------------------------------
+# --- 6. Logging ------------------------------------------------------------------------------------------
 # dense bf16/fp16 tensor-core peak per GPU from NVIDIA's data sheets; the first name that matches wins
-# fmt: off
-PEAK_TFLOPS = (("H100 PCIe", 756), ("H100 NVL", 835), ("H100", 989), ("H200", 989), ("A100", 312),
-               ("L40S", 362), ("L40", 181), ("L4", 121), ("V100", 125))
-# fmt: on
+PEAK_TFLOPS = {
+    "H100 PCIe": 756,
+    "H100 NVL": 835,
+    "H100": 989,
+    "H200": 989,
+    "A100": 312,
+    "L40S": 362,
+    "L40": 181,
+    "L4": 121,
+    "V100": 125,
+}
 
 
 def peak_flops(device) -> float | None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
-    return next((tflops * 1e12 for key, tflops in PEAK_TFLOPS if key in name), None)
+    return next((tflops * 1e12 for key, tflops in PEAK_TFLOPS.items() if key in name), None)
 
 
 def installed(module) -> bool:
-    if importlib.util.find_spec(module) is None:
-        print(f"note: {module} is not installed; logging to metrics.jsonl only")
-    return importlib.util.find_spec(module) is not None
+    if importlib.util.find_spec(module):
+        return True
+    print(f"note: {module} is not installed; logging to metrics.jsonl only")
+    return False
 
 
 class RunLog:
     """Rank 0's outputs: a tqdm bar, metrics.jsonl, and TensorBoard / W&B when switched on and installed."""
 
-    def __init__(self, cfg, rank, start_step):
-        self.on, self.tb, self.wandb, out = rank == 0, None, None, Path(cfg.out_dir)
-        self.bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not self.on, unit="step")
+    def __init__(self, run):
+        cfg, out, self.on = run.cfg, Path(run.cfg.out_dir), run.rank == 0
+        self.tb = self.wandb = None
+        self.bar = tqdm(total=cfg.max_steps, initial=run.step, disable=not self.on, unit="step")
         self.file = open(out / "metrics.jsonl", "a") if self.on else None
         if self.on and cfg.tensorboard and installed("tensorboard"):
             from torch.utils.tensorboard import SummaryWriter
@@ -501,6 +511,32 @@ class RunLog:
             import wandb
 
             self.wandb = wandb.init(project=cfg.wandb_project, config=asdict(cfg), dir=out)
+        self.peak, self.flops_per_token = peak_flops(run.device), run.model.flops_per_token()
+        self.restart_clock(run)
+
+    def restart_clock(self, run):
+        """Throughput counts training only: restart after evaluating or saving, and after each record."""
+        self.tick, self.tokens_at_tick = time.perf_counter(), run.tokens
+
+    def log_step(self, run, loss, norm):
+        tok_s = (run.tokens - self.tokens_at_tick) / (time.perf_counter() - self.tick)
+        lr = learning_rate(run.step - 1, run.cfg)  # the rate the step just taken used
+        record = {"step": run.step, "loss": loss, "lr": lr, "grad_norm": norm, "tokens": run.tokens}
+        record |= {"tok_per_s": tok_s, "skipped": run.skipped}
+        mfu = ""
+        if self.peak:  # model FLOPs utilisation (PaLM): achieved / peak FLOPS, per GPU
+            record["mfu"] = tok_s * self.flops_per_token / (self.peak * run.world)
+            mfu = f" mfu {record['mfu']:.1%}"
+        self.write(record)
+        self.bar.set_postfix_str(f"loss {loss:.3f} lr {lr:.2e} {tok_s:,.0f} tok/s{mfu}")
+        self.restart_clock(run)
+
+    def log_eval(self, result):
+        self.write(result)
+        self.bar.write(
+            f"step {result['step']}: val loss {result['val_loss']:.4f}, perplexity "
+            f"{result['val_ppl']:.2f}, {result['val_bpb']:.3f} bits per byte"
+        )
 
     def write(self, record):
         if not self.on:
@@ -545,7 +581,7 @@ def plot_losses(out_dir):
     os.replace(out_dir / "loss.png.tmp", out_dir / "loss.png")
 
 
-# --- The loop --------------------------------------------------------------------------------------------
+# --- 7. The loop -----------------------------------------------------------------------------------------
 def train(cfg) -> dict:
     """Train per `cfg`; returns the last evaluation plus step, tokens, skipped and stopped."""
     rank, world, device = setup_distributed(cfg)
@@ -566,17 +602,16 @@ def train_on(cfg, rank, world, device) -> dict:
     say(json.dumps(asdict(cfg), indent=1))
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = GPT(model_config(cfg, meta["vocab_size"])).to(device)
-    tokenizer = Tokenizer.load(Path(cfg.data_dir) / "tokenizer.bpe") if cfg.keytoken_alpha > 0 else None
+    key_ids = torch.zeros(0, dtype=torch.long)
+    if cfg.keytoken_alpha > 0:
+        key_ids = keytoken_ids(Tokenizer.load(Path(cfg.data_dir) / "tokenizer.bpe"))
     dtype = pick_dtype(cfg, device)
-    # fmt: off
-    loader = Loader(cfg.data_dir, "train", batch_size=cfg.batch_size, context=cfg.context,
-                    grad_accum=cfg.grad_accum, rank=rank, world_size=world, seed=cfg.seed, device=device)
-    # fmt: on
-    # fmt: off
-    run = Run(cfg, rank, world, device, dtype, model, model, make_optimizer(model, cfg, device),
-              torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), loader,
-              keytoken_ids(tokenizer) if tokenizer else torch.zeros(0, dtype=torch.long))
-    # fmt: on
+    loader = Loader(
+        cfg.data_dir, "train", cfg.batch_size, cfg.context, cfg.grad_accum, rank, world, cfg.seed, device
+    )
+    optimizer = make_optimizer(model, cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    run = Run(cfg, rank, world, device, dtype, model, model, optimizer, scaler, loader, key_ids)
     if ckpt:
         load_checkpoint(run, ckpt)
         say(f"resuming from {ckpt} at step {run.step}")
@@ -592,36 +627,22 @@ def train_on(cfg, rank, world, device) -> dict:
         f"of {cfg.context} tokens per step"
     )
 
-    log, caught = RunLog(cfg, rank, run.step), catch_stop_signals()
-    peak, flops_per_token = peak_flops(device), model.flops_per_token()
+    log = RunLog(run)
+    caught = catch_stop_signals()
     result, stopped = {}, False
-    tick, tokens_at_tick = time.perf_counter(), run.tokens
     while run.step < cfg.max_steps and not stopped:
         loss, norm, stopped = optimizer_step(run, stop_here=bool(caught))
         log.bar.update(1)
-        if run.step % cfg.log_interval == 0 or run.step == cfg.max_steps:
-            tok_s = (run.tokens - tokens_at_tick) / (time.perf_counter() - tick)
-            # fmt: off
-            record = {"step": run.step, "loss": loss, "lr": learning_rate(run.step - 1, cfg),
-                      "grad_norm": norm, "tokens": run.tokens, "tok_per_s": tok_s, "skipped": run.skipped}
-            # fmt: on
-            if peak:  # model FLOPs utilisation (PaLM): achieved / peak FLOPS, per GPU
-                record["mfu"] = tok_s * flops_per_token / (peak * world)
-            log.write(record)
-            mfu = f" mfu {record['mfu']:.1%}" if peak else ""
-            log.bar.set_postfix_str(f"loss {loss:.3f} lr {record['lr']:.2e} {tok_s:,.0f} tok/s{mfu}")
-            tick, tokens_at_tick = time.perf_counter(), run.tokens
-        if (run.step % cfg.eval_interval == 0 or run.step == cfg.max_steps) and not stopped:
+        at_end = run.step == cfg.max_steps
+        if run.step % cfg.log_interval == 0 or at_end:
+            log.log_step(run, loss, norm)
+        if (run.step % cfg.eval_interval == 0 or at_end) and not stopped:
             result = evaluate(run, meta["bytes_per_token"]["valid"])
-            log.write(result)
-            log.bar.write(
-                f"step {run.step}: val loss {result['val_loss']:.4f}, perplexity "
-                f"{result['val_ppl']:.2f}, {result['val_bpb']:.3f} bits per byte"
-            )
-        if run.step % cfg.save_interval == 0 or run.step == cfg.max_steps or stopped:
+            log.log_eval(result)
+        if run.step % cfg.save_interval == 0 or at_end or stopped:
             save_checkpoint(run)
         if run.step % cfg.eval_interval == 0 or run.step % cfg.save_interval == 0:
-            tick, tokens_at_tick = time.perf_counter(), run.tokens  # evaluating and saving are not training
+            log.restart_clock(run)
     log.close()
     if rank == 0:
         plot_losses(Path(cfg.out_dir))
