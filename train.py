@@ -31,7 +31,6 @@ Run folder (out_dir):
     latest           name of the newest complete checkpoint folder
 """
 
-import dataclasses
 import difflib
 import importlib.util
 import json
@@ -43,8 +42,9 @@ import sys
 import time
 import types
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Literal, get_args
 
 # OpenMP threads that spin while waiting for work made CPU training 4-6x slower on our 2-core machine
 # whenever other jobs ran (bench/RESULTS.md); GPU runs hardly use CPU threads either way.
@@ -85,16 +85,16 @@ class TrainConfig:
     lr: float = 5e-4
     min_lr: float = 0.0  # where the decay ends
     warmup_steps: int = 1_000
-    schedule: str = "cosine"  # after the linear warmup: cosine | linear | constant
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"  # the decay after the linear warmup
     weight_decay: float = 0.1
     beta2: float = 0.999  # AdamW's second-moment decay (beta1 is 0.9)
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping (the norm is logged either way)
     keytoken_alpha: float = 0.0  # > 0: the HF course's keytoken-weighted loss with this alpha
     skip_nonfinite: bool = False  # skip (and count) steps with a non-finite loss or grad norm, not stop
-    # precision and speed
-    dtype: str = "auto"  # auto (bf16 on GPUs with it, else fp16; fp32 on CPU) | bfloat16 | float16 | float32
+    # precision and speed; dtype auto is bf16 on GPUs that have it, else fp16, and fp32 on CPUs
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     compile: bool = False  # torch.compile the training model
-    device: str = "auto"  # auto | cpu | cuda
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 1
     # evaluation, logging, checkpoints
     eval_interval: int = 500
@@ -107,11 +107,6 @@ class TrainConfig:
     wandb_project: str = "codeparrot"
 
 
-CHOICES = {
-    "schedule": ("cosine", "linear", "constant"),
-    "device": ("auto", "cpu", "cuda"),
-    "dtype": ("auto", "bfloat16", "float16", "float32"),
-}
 POSITIVE = (
     "batch_size grad_accum max_steps context eval_interval eval_tokens log_interval save_interval".split()
 )
@@ -147,9 +142,10 @@ def load_config(argv) -> TrainConfig:
             raise ValueError(f"unexpected argument {arg!r}; usage: train.py [CONFIG] [--key=value ...]")
         key, has_value, value = arg[2:].partition("=")
         cfg = set_knob(cfg, key.replace("-", "_"), value if has_value else "true", where="command line")
-    for key, allowed in CHOICES.items():
-        if getattr(cfg, key) not in allowed:
-            raise ValueError(f"{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
+    for f in fields(cfg):
+        allowed = get_args(f.type)  # the choices of a Literal knob; () for the others
+        if allowed and getattr(cfg, f.name) not in allowed:
+            raise ValueError(f"{f.name}={getattr(cfg, f.name)!r} is not one of {', '.join(allowed)}")
     for key in POSITIVE:
         if getattr(cfg, key) <= 0:
             raise ValueError(f"{key}={getattr(cfg, key)} must be positive")
@@ -168,12 +164,12 @@ def config_path(arg) -> Path:
 
 
 def set_knob(cfg, key, value, where) -> TrainConfig:
-    kinds = {f.name: type(f.default) for f in dataclasses.fields(TrainConfig)}
+    kinds = {f.name: type(f.default) for f in fields(TrainConfig)}
     if key not in kinds:
         close = [BOOK_NAMES[key]] if key in BOOK_NAMES else difflib.get_close_matches(key, kinds, 3, 0.4)
         hint = f"did you mean {' or '.join(close)}?" if close else f"valid keys: {', '.join(kinds)}"
         raise ValueError(f"{where}: unknown config key {key!r}; {hint}")
-    return dataclasses.replace(cfg, **{key: parse_value(value, kinds[key], f"{where}: {key}")})
+    return replace(cfg, **{key: parse_value(value, kinds[key], f"{where}: {key}")})
 
 
 def parse_value(value, kind, what):
@@ -518,7 +514,7 @@ class RunLog:
         """Throughput counts training only: restart after evaluating or saving, and after each record."""
         self.tick, self.tokens_at_tick = time.perf_counter(), run.tokens
 
-    def log_step(self, run, loss, norm):
+    def training(self, run, loss, norm):
         tok_s = (run.tokens - self.tokens_at_tick) / (time.perf_counter() - self.tick)
         lr = learning_rate(run.step - 1, run.cfg)  # the rate the step just taken used
         record = {"step": run.step, "loss": loss, "lr": lr, "grad_norm": norm, "tokens": run.tokens}
@@ -531,7 +527,7 @@ class RunLog:
         self.bar.set_postfix_str(f"loss {loss:.3f} lr {lr:.2e} {tok_s:,.0f} tok/s{mfu}")
         self.restart_clock(run)
 
-    def log_eval(self, result):
+    def evaluation(self, result):
         self.write(result)
         self.bar.write(
             f"step {result['step']}: val loss {result['val_loss']:.4f}, perplexity "
@@ -635,10 +631,10 @@ def train_on(cfg, rank, world, device) -> dict:
         log.bar.update(1)
         at_end = run.step == cfg.max_steps
         if run.step % cfg.log_interval == 0 or at_end:
-            log.log_step(run, loss, norm)
+            log.training(run, loss, norm)
         if (run.step % cfg.eval_interval == 0 or at_end) and not stopped:
             result = evaluate(run, meta["bytes_per_token"]["valid"])
-            log.log_eval(result)
+            log.evaluation(result)
         if run.step % cfg.save_interval == 0 or at_end or stopped:
             save_checkpoint(run)
         if run.step % cfg.eval_interval == 0 or run.step % cfg.save_interval == 0:
