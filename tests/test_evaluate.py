@@ -119,10 +119,11 @@ def test_hostile_completions_are_contained_and_fail(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the harness's working directory must stay empty
     problem = evaluate.load_problems(MINI)[0]
     body = problem["canonical_solution"]
-    completions = [body + "\nopen('pwned.txt', 'w').write('x')\n"] + [body + h for h in HOSTILE.values()]
-    [outcomes] = evaluate.check_completions([problem], [completions], timeout=2)
-    assert outcomes[0] == "passed"  # it wrote into its own temporary directory, which is allowed
-    for name, outcome in zip(HOSTILE, outcomes[1:], strict=True):
+    # A generous timeout for the one that must pass, so a loaded CI machine cannot turn it into a failure.
+    writer = [body + "\nopen('pwned.txt', 'w').write('x')\n"]
+    assert evaluate.check_completions([problem], [writer], timeout=30) == [["passed"]]  # its own temp dir
+    [outcomes] = evaluate.check_completions([problem], [[body + h for h in HOSTILE.values()]], timeout=2)
+    for name, outcome in zip(HOSTILE, outcomes, strict=True):
         assert outcome != "passed", name
     assert list(tmp_path.iterdir()) == []
     left = [p for p in Path("/proc").glob("[0-9]*") if b"evaluation harness" in read_cmdline(p)]
