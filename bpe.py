@@ -64,7 +64,7 @@ def read_texts(paths, glob="*.py", field="content", stats=None) -> Iterator[str]
         elif path.is_file():
             files.append(path)
         else:
-            raise ValueError(f"{path}: no such file or directory; check the --input path")
+            raise ValueError(f"{path}: no such file or directory; check the path")
     return _read_files(files, field, Counter() if stats is None else stats)
 
 
