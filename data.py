@@ -235,7 +235,7 @@ def check_out_dir(out_dir, recipe, overwrite):
         old = json.loads(meta_path.read_text()) if meta_path.exists() else None
     except ValueError:
         old = {}  # an unreadable meta.json: some other dataset, never silently reused
-    if old is not None and {k: old.get(k) for k in recipe} == recipe:
+    if not overwrite and old is not None and {k: old.get(k) for k in recipe} == recipe:
         return old
     if overwrite:  # only our own files: --out may hold other things
         for p in ours:
@@ -307,7 +307,7 @@ def write_shards(out_dir, sources, opts, flags, tok, progress):
     bar.close()
     for w in writers.values():
         w.flush((docs[w.split], 0))
-        for stale in set(w.out_dir.glob(f"{w.split}_*.bin*")) - {w.path(i) for i in range(w.index)}:
+        for stale in set(w.out_dir.glob(f"{w.split}_??????.bin*")) - {w.path(i) for i in range(w.index)}:
             stale.unlink()  # leftovers of an interrupted run
     return {s: [w.path(i).name for i in range(w.index)] for s, w in writers.items()}, docs, nbytes
 

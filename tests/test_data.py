@@ -255,6 +255,13 @@ def test_prepare_end_to_end_resume_and_refusals(tmp_path, capsys):
     other = data.prepare(out, sources, overwrite=True, **{**kw, "valid_share": 0.5})
     assert other["options"]["valid_share"] == 0.5 and other["docs"]["valid"] > meta["docs"]["valid"]
     assert (out / "notes.txt").exists()  # --overwrite replaces only the dataset's own files
+    (out / "train_mine.bin").write_text("a user's file whose name looks like a shard's")
+    shard = out / other["shards"]["train"][0]
+    whole = shard.read_bytes()
+    shard.write_bytes(whole[:2000])  # corrupt, same recipe: --overwrite must rebuild it, not reuse it
+    again = data.prepare(out, sources, overwrite=True, **{**kw, "valid_share": 0.5})
+    assert again["tokens"] == other["tokens"] and shard.read_bytes() == whole
+    assert (out / "train_mine.bin").exists()
     (out / "meta.json").write_text("{truncated")
     with pytest.raises(ValueError, match="other sources or options"):
         data.prepare(out, sources, **kw)
