@@ -27,6 +27,7 @@ import math
 import os
 import re
 import sys
+import zlib
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator
 from itertools import pairwise
@@ -94,6 +95,13 @@ def _count(stats, key, where):
 
 
 def _read_jsonl(file: Path, field: str, stats) -> Iterator[str]:
+    try:
+        yield from _jsonl_records(file, field, stats)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:  # a download cut short, a damaged archive
+        raise ValueError(f"{file}: corrupt or truncated gzip ({e}); fetch the file again") from None
+
+
+def _jsonl_records(file: Path, field: str, stats) -> Iterator[str]:
     with gzip.open(file) if file.suffix == ".gz" else open(file, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -253,6 +261,11 @@ class Tokenizer:
     """Ranks {token bytes: id} + pre-tokenizer pattern + special tokens; encodes with tiktoken."""
 
     def __init__(self, ranks: dict[bytes, int], pattern=GPT2_PATTERN, special_tokens=None):
+        missing = [b for b in range(256) if bytes([b]) not in ranks]
+        if missing:  # tiktoken would panic on the first text that needs one
+            raise ValueError(f"lacks {len(missing)} of the 256 single-byte tokens: not a byte-level BPE")
+        if len(set(ranks.values())) != len(ranks) or b"" in ranks:
+            raise ValueError("two tokens share a rank, or a token is empty")
         self.ranks = ranks
         self.pattern = pattern
         self.special_tokens = dict(special_tokens or {})
@@ -349,16 +362,19 @@ class Tokenizer:
     def load(cls, path, pattern=None, special_tokens=None) -> "Tokenizer":
         """Our JSON file, or a tiktoken ranks file ("base64 rank" lines: GPT-2 pattern and <|endoftext|>
         after the last rank unless given)."""
+        text = Path(path).read_bytes().decode("utf-8", errors="replace")
         try:
-            text = Path(path).read_text(encoding="utf-8")
             if text.startswith("{"):
                 data = json.loads(text)
-                ranks = {base64.b64decode(t): r for t, r in data["ranks"].items()}
+                ranks = {base64.b64decode(t, validate=True): r for t, r in data["ranks"].items()}
                 return cls(ranks, pattern or data["pattern"], special_tokens or data["special_tokens"])
-            ranks = {base64.b64decode(t): int(r) for t, r in (line.split() for line in text.splitlines())}
+            lines = (line.split() for line in text.splitlines())
+            ranks = {base64.b64decode(t, validate=True): int(r) for t, r in lines}
             return cls(ranks, pattern or GPT2_PATTERN, special_tokens or {EOT: max(ranks.values()) + 1})
-        except (ValueError, KeyError, TypeError):
-            raise ValueError(f"{path}: neither a bpe.py tokenizer file nor a tiktoken ranks file") from None
+        except (ValueError, KeyError, TypeError, AttributeError, regex.error) as e:
+            raise ValueError(
+                f"{path}: not a usable bpe.py tokenizer or tiktoken ranks file ({type(e).__name__}: {e})"
+            ) from None
 
     @classmethod
     def from_tiktoken(cls, name: str) -> "Tokenizer":

@@ -142,9 +142,20 @@ def test_save_load_and_tiktoken_file(tok, tmp_path):
     assert plain.special_tokens == {bpe.EOT: 1999}
     assert all(plain.encode(s) == tok.encode(s) for s in TRICKY)
     assert plain.merges() == tok.merges()
-    (tmp_path / "junk").write_text("not a tokenizer")
-    with pytest.raises(ValueError, match="neither"):
-        bpe.Tokenizer.load(tmp_path / "junk")
+    bad = {
+        "junk": "not a tokenizer",
+        "two_bytes.tiktoken": "YQ== 0\nYg== 1\n",  # tiktoken would panic on any other byte
+        "list_ranks.bpe": '{"ranks": [], "pattern": "x", "special_tokens": {}}',
+        "bad_pattern.bpe": json.dumps(
+            {**json.loads((tmp_path / "tokenizer.bpe").read_text()), "pattern": "("}
+        ),
+    }
+    for name, text in bad.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=f"{name}: not a usable bpe.py tokenizer or tiktoken ranks file"):
+            bpe.Tokenizer.load(tmp_path / name)
+    with pytest.raises(ValueError, match="lacks 254 of the 256 single-byte tokens"):
+        bpe.Tokenizer.load(tmp_path / "two_bytes.tiktoken")
 
 
 def test_from_tiktoken_unknown_name():
@@ -216,6 +227,11 @@ def test_read_texts_formats_and_stats(tmp_path):
     (tmp_path / "nopy").mkdir()
     with pytest.raises(ValueError, match="no file matching"):
         list(bpe.read_texts(tmp_path / "nopy"))
+    cut = tmp_path / "cut.jsonl.gz"  # a download cut short
+    whole = gzip.compress(b"".join(b'{"content": "%d"}\n' % i for i in range(5000)))
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match="cut.jsonl.gz: corrupt or truncated gzip"):
+        list(bpe.read_texts(cut))
 
 
 def run_cli(*args):
