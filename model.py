@@ -51,6 +51,13 @@ class GPTConfig:
     checkpointing: bool = False  # activation checkpointing per block: recompute instead of store
 
     def __post_init__(self):
+        sizes = dict(vocab_size=self.vocab_size, context=self.context, n_layer=self.n_layer,
+                     n_head=self.n_head, n_embd=self.n_embd)  # fmt: skip
+        bad = [f"{k}={v!r}" for k, v in sizes.items() if type(v) is not int or v < 1]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: model sizes must be positive integers")
+        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout={self.dropout!r} must be a number in [0, 1)")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
 
@@ -254,8 +261,9 @@ class GPT(nn.Module):
             hf = json.loads(config_file.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{config_file}: not valid JSON ({e})") from None
-        if hf.get("model_type") != "gpt2":
-            raise ValueError(f"{config_file}: model_type is {hf.get('model_type')!r}, expected 'gpt2'")
+        if not isinstance(hf, dict) or hf.get("model_type") != "gpt2":
+            found = hf.get("model_type") if isinstance(hf, dict) else type(hf).__name__
+            raise ValueError(f"{config_file}: model_type is {found!r}, expected 'gpt2'")
         for key, ok in UNSUPPORTED_IF_NOT.items():
             if key in hf and hf[key] not in ok:
                 raise ValueError(f"{config_file}: {key}={hf[key]!r} is not supported; GPT-2 uses {ok[0]!r}")
@@ -263,7 +271,10 @@ class GPT(nn.Module):
             raise ValueError(f"{config_file}: n_inner={hf['n_inner']} is not supported; GPT-2 uses 4*n_embd")
         sizes = {k: hf[k] for k in ("vocab_size", "n_layer", "n_head", "n_embd") if k in hf}
         # transformers defaults resid_pdrop to 0.1 when absent; we use one rate for all three dropouts.
-        return GPTConfig(context=hf.get("n_positions", 1024), dropout=hf.get("resid_pdrop", 0.1), **sizes)
+        try:
+            return GPTConfig(context=hf.get("n_positions", 1024), dropout=hf.get("resid_pdrop", 0.1), **sizes)
+        except ValueError as e:
+            raise ValueError(f"{config_file}: {e}") from None
 
     def save_pretrained(self, path):
         """Write config.json + model.safetensors into `path`, which transformers loads unchanged."""

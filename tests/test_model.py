@@ -168,6 +168,8 @@ def test_bad_checkpoint_dirs_say_what_is_wrong(tmp_path):
         (dict(config_edit=lambda c: c.update(model_type="llama")), "config.json: model_type is 'llama'"),
         (dict(config_edit=lambda c: c.update(activation_function="relu")), "config.json: activation_fun"),
         (dict(config_edit=lambda c: c.update(n_embd=64)), "model.safetensors: .*has shape"),
+        (dict(config_edit=lambda c: c.update(n_head=0)), "config.json: n_head=0: model sizes must be"),
+        (dict(config_edit=lambda c: c.update(resid_pdrop="x")), "config.json: dropout='x' must be a number"),
         (dict(weights_edit=lambda s: s.update(extra=torch.zeros(1))), "model.safetensors: unknown key"),
         (dict(weights_edit=lambda s: s.pop("transformer.ln_f.bias")), "model.safetensors: missing 1 tensors"),
     ]
