@@ -183,6 +183,8 @@ def given_tokenizer(opts):
             f"{opts.tokenizer}: {tok.vocab_size} tokens do not fit the uint16 shards "
             "(at most 65,536); use a tokenizer with a smaller vocabulary"
         )
+    if bpe.EOT not in tok.special_tokens:
+        raise ValueError(f"{opts.tokenizer}: has no {bpe.EOT} token, which separates documents in the shards")
     return tok
 
 
@@ -216,8 +218,14 @@ def make_recipe(sources, options):
     opts = Options(**options)
     if opts.vocab_size > 1 << 16:
         raise ValueError(f"--vocab-size {opts.vocab_size} does not fit the uint16 shards (at most 65,536)")
-    if not 0 <= opts.valid_share < 1 or opts.shard_tokens < 1:
-        raise ValueError(f"need 0 <= --valid-share < 1 (got {opts.valid_share}) and --shard-tokens >= 1")
+    for ok, need in [
+        (0 <= opts.valid_share < 1, f"0 <= --valid-share < 1, got {opts.valid_share}"),
+        (1 <= opts.shard_tokens < 1 << 31, f"1 <= --shard-tokens < 2**31, got {opts.shard_tokens}"),
+        (opts.tokenizer_sample_mb > 0, f"--tokenizer-sample-mb > 0, got {opts.tokenizer_sample_mb}"),
+        (not Path(opts.glob).is_absolute(), f"a --glob relative to each source directory, got {opts.glob}"),
+    ]:
+        if not ok:
+            raise ValueError(f"need {need}")
     sources = [Path(s).resolve() for s in sources] if sources else stdlib_sources(opts.glob)
     is_file = Path(opts.tokenizer).is_file()
     opts.tokenizer = str(Path(opts.tokenizer).resolve()) if is_file else opts.tokenizer

@@ -307,6 +307,9 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
     for args, message in [
         (["prepare", "--out", tmp_path / "o", "--source", tmp_path], "no file matching '*.py'"),
         (["prepare", "--out", tmp_path / "o", "--valid-share", "1.5"], "--valid-share < 1"),
+        (["prepare", "--out", tmp_path / "o", "--shard-tokens", "0"], "1 <= --shard-tokens < 2**31"),
+        (["prepare", "--out", tmp_path / "o", "--tokenizer-sample-mb", "-1"], "--tokenizer-sample-mb > 0"),
+        (["prepare", "--out", tmp_path / "o", "--glob", "/x.py"], "--glob relative"),
         (["inspect", tmp_path / "none"], "python data.py prepare --out"),
     ]:
         with pytest.raises(ValueError, match=message.replace("*", r"\*").replace(".", r"\.")):
