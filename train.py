@@ -36,6 +36,7 @@ import importlib.util
 import json
 import math
 import os
+import pickle
 import shutil
 import signal
 import sys
@@ -132,7 +133,10 @@ def load_config(argv) -> TrainConfig:
         path = config_path(argv[0])
         # A config is Python, so it may compute values (warmup_steps = max_steps // 20); globals are knobs.
         names = {}
-        exec(compile(path.read_text(), str(path), "exec"), names)
+        try:
+            exec(compile(path.read_text(), str(path), "exec"), names)
+        except Exception as e:  # a typo in the user's file: say where, not a traceback into ours
+            raise ValueError(f"{path}: {type(e).__name__}: {e}") from None
         for key, value in names.items():
             if not key.startswith("_") and not isinstance(value, types.ModuleType):
                 cfg = set_knob(cfg, key, value, where=str(path))
@@ -397,8 +401,9 @@ def save_checkpoint(run):
         shutil.rmtree(final, ignore_errors=True)  # a leftover of a crashed run that never reached `latest`
         os.replace(tmp, final)
         write_atomic(out / "latest", final.name + "\n")
-        if run.cfg.keep_last > 0:
-            for old in sorted(out.glob("ckpt-*[0-9]"))[: -run.cfg.keep_last]:
+        if run.cfg.keep_last > 0:  # names sort by step; newer ones are another run's, left alone
+            done = sorted(p for p in out.glob("ckpt-*[0-9]") if p.name <= final.name)
+            for old in done[: -run.cfg.keep_last]:
                 shutil.rmtree(old)
     if run.world > 1:
         dist.barrier()  # nobody runs ahead (or exits) before the checkpoint is complete
@@ -407,7 +412,12 @@ def save_checkpoint(run):
 def load_checkpoint(run, folder):
     """Put `run` back where save_checkpoint left it: weights, optimizer, scaler, data, counters, RNG."""
     run.model.load_state_dict(GPT.from_pretrained(folder).state_dict())
-    state = torch.load(folder / "train_state.pt", map_location=run.device, weights_only=True)
+    try:
+        state = torch.load(folder / "train_state.pt", map_location=run.device, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        raise ValueError(
+            f"{folder / 'train_state.pt'}: unreadable ({e}); put an earlier checkpoint's name in `latest`"
+        ) from None
     for name in ("optimizer", "scaler", "loader"):
         getattr(run, name).load_state_dict(state[name])
     run.step, run.tokens, run.skipped = state["step"], state["tokens"], state["skipped"]
@@ -442,9 +452,20 @@ def open_run_folder(cfg, rank, world) -> Path | None:
         write_atomic(out / "config.json", json.dumps(asdict(cfg), indent=1) + "\n")
         if ckpt and (out / "metrics.jsonl").exists():  # forget steps logged after the checkpoint
             step = int(ckpt.name.rsplit("-", 1)[1])
-            lines = (out / "metrics.jsonl").read_text().splitlines(keepends=True)
-            write_atomic(out / "metrics.jsonl", "".join(ln for ln in lines if json.loads(ln)["step"] <= step))
+            kept = [r for r in read_metrics(out) if r["step"] <= step]
+            write_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
     return ckpt
+
+
+def read_metrics(out_dir) -> list[dict]:
+    """metrics.jsonl's records; a line torn by a crash mid-write (the file is appended to) is skipped."""
+    records = []
+    for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -564,7 +585,7 @@ def plot_losses(out_dir):
     matplotlib.use("Agg")  # files only: no display on a GPU node or in CI
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(out_dir)
     fig, ax = plt.subplots(figsize=(7, 4))
     for key, label, marker in (("loss", "train", None), ("val_loss", "validation", "o")):
         points = [(r["step"], r[key]) for r in records if key in r]
@@ -593,18 +614,19 @@ def train(cfg) -> dict:
 
 def train_on(cfg, rank, world, device) -> dict:
     meta = load_meta(cfg.data_dir)
+    gpt_config = model_config(cfg, meta["vocab_size"])  # a bad size fails here, before anything is written
+    loader = Loader(
+        cfg.data_dir, "train", cfg.batch_size, cfg.context, cfg.grad_accum, rank, world, cfg.seed, device
+    )
     ckpt = open_run_folder(cfg, rank, world)
     say = print if rank == 0 else lambda *a: None
     say(json.dumps(asdict(cfg), indent=1))
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    model = GPT(model_config(cfg, meta["vocab_size"])).to(device)
+    model = GPT(gpt_config).to(device)
     key_ids = torch.zeros(0, dtype=torch.long)
     if cfg.keytoken_alpha > 0:
         key_ids = keytoken_ids(Tokenizer.load(Path(cfg.data_dir) / "tokenizer.bpe"))
     dtype = pick_dtype(cfg, device)
-    loader = Loader(
-        cfg.data_dir, "train", cfg.batch_size, cfg.context, cfg.grad_accum, rank, world, cfg.seed, device
-    )
     optimizer = make_optimizer(model, cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     run = Run(cfg, rank, world, device, dtype, model, model, optimizer, scaler, loader, key_ids)

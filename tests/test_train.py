@@ -139,6 +139,29 @@ def test_config_file_unknown_key_names_the_file(tmp_path):
         train.load_config([str(tmp_path / "mine.py")])
 
 
+def test_config_file_with_a_syntax_error_names_the_file(tmp_path):
+    (tmp_path / "typo.py").write_text("max_steps = (\n")
+    with pytest.raises(ValueError, match=r"typo.py: SyntaxError"):
+        train.load_config([str(tmp_path / "typo.py")])
+
+
+def test_a_bad_model_size_leaves_the_run_folder_untouched(dataset, tmp_path):
+    with pytest.raises(ValueError, match="divisible by n_head=3"):
+        train.train(config(dataset, tmp_path / "run", n_head=3))
+    assert not (tmp_path / "run").exists()  # so the corrected command can start there
+
+
+def test_resume_survives_a_torn_metrics_line_and_keeps_the_newest(dataset, tmp_path):
+    run = tmp_path / "run"
+    train.train(config(dataset, run, max_steps=2, save_interval=1, keep_last=1))
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "lo')  # a crash in the middle of an append
+    shutil.copytree(run / "ckpt-0000002", run / "ckpt-0000009")  # a newer leftover, e.g. after a rollback
+    train.train(config(dataset, run, max_steps=4, save_interval=1, keep_last=1, resume=True))
+    assert train.latest_checkpoint(run).name == "ckpt-0000004"  # kept although a newer name exists
+    assert [r["step"] for r in train.read_metrics(run) if "loss" in r] == [1, 2, 3, 4]
+
+
 def test_cli_errors_exit_2_with_one_line(tmp_path):
     for args, message in (
         (["--bogus=1"], "unknown config key 'bogus'"),
