@@ -100,6 +100,7 @@ def load_problems(path) -> list[dict]:
                 problem = json.loads(line)
             except json.JSONDecodeError:
                 problem = {}
+            problem = problem if isinstance(problem, dict) else {}
             if missing := {"task_id", "prompt", "entry_point", "test"} - set(problem):
                 raise ValueError(
                     f"{path}:{number}: not a HumanEval problem (lacks {', '.join(sorted(missing))})"
@@ -237,10 +238,11 @@ def check_humaneval_args(args) -> list[int]:
     ks = [int(k) for k in args.k.split(",")] if args.k.replace(",", "").isdigit() else []
     if not ks or min(ks) < 1:
         raise ValueError(f"--k must be positive integers separated by commas, like 1,10,100 (got {args.k!r})")
-    if min(args.n, args.batch_size, args.limit or 1) < 1 or args.timeout <= 0:
+    limit = 1 if args.limit is None else args.limit
+    if min(args.n, args.batch_size, limit) < 1 or not 0 < args.timeout < math.inf:
         raise ValueError("--n, --batch-size and --limit must be at least 1, and --timeout above 0 seconds")
-    if not Path(args.out).resolve().parent.is_dir():
-        raise ValueError(f"--out {args.out}: its folder does not exist; create it or pick another path")
+    if Path(args.out).is_dir() or not Path(args.out).resolve().parent.is_dir():
+        raise ValueError(f"--out {args.out}: must be a file in an existing folder; pick another path")
     return ks
 
 

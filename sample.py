@@ -20,6 +20,7 @@ Functions that evaluate.py and the demo reuse:
 
 import argparse
 import codecs
+import math
 import re
 import sys
 from collections.abc import Iterator
@@ -73,7 +74,7 @@ def check_settings(prompt, n, max_new_tokens, temperature, top_k, top_p):
         raise ValueError(
             f"need at least one sample and one new token, got n={n}, max_new_tokens={max_new_tokens}"
         )
-    if temperature < 0:
+    if not 0 <= temperature < math.inf:  # written so that NaN fails too
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1 (or None for no limit), got {top_k}")

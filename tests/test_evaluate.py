@@ -1,6 +1,7 @@
 """evaluate.py: the HumanEval harness scores right answers 100% and wrong or empty ones 0%, contains
 hostile completions, estimates pass@k as Chen et al. do; perplexity and bits per byte; the CLI."""
 
+import argparse
 import importlib.util
 import json
 import math
@@ -275,3 +276,23 @@ def test_the_command_line_turns_a_mistake_into_exit_code_2(tmp_path):
     r = run_cli("humaneval", "--checkpoint", tmp_path, "--problems", MINI)
     assert r.returncode == 2
     assert r.stderr.startswith("error: ") and "no checkpoint" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(limit=0), "--limit must be at least 1"),
+        (dict(timeout=float("nan")), "--timeout above 0"),
+        (dict(out="."), "must be a file in an existing folder"),
+    ],
+)
+def test_settings_that_would_fail_after_generation_are_refused_first(change, message):
+    good = dict(k="1", n=1, batch_size=1, limit=None, timeout=3.0, out="results.jsonl")
+    with pytest.raises(ValueError, match=message):
+        evaluate.check_humaneval_args(argparse.Namespace(**{**good, **change}))
+
+
+def test_a_problem_line_that_is_not_an_object_is_refused(tmp_path):
+    (tmp_path / "five.jsonl").write_text("5\n")
+    with pytest.raises(ValueError, match="five.jsonl:1: not a HumanEval problem"):
+        evaluate.load_problems(tmp_path / "five.jsonl")

@@ -182,7 +182,8 @@ def test_long_prompt_is_cropped_from_the_left_with_a_notice(loaded, capsys):
 
 @pytest.mark.parametrize(
     "settings",
-    [dict(top_p=0.0), dict(top_p=1.5), dict(prompt=""), dict(temperature=-1.0), dict(n=0), dict(top_k=0)],
+    [dict(top_p=0.0), dict(top_p=1.5), dict(prompt=""), dict(temperature=-1.0), dict(n=0), dict(top_k=0)]
+    + [dict(temperature=float("nan")), dict(top_p=float("nan"))],
 )
 def test_bad_settings_are_one_line_errors(loaded, settings):
     model, tok = loaded
