@@ -356,7 +356,7 @@ class Tokenizer:
         """One JSON file: pattern, special tokens and {base64(token): rank} (bytes are not JSON text)."""
         ranks = {base64.b64encode(t).decode(): r for t, r in sorted(self.ranks.items(), key=lambda x: x[1])}
         data = {"pattern": self.pattern, "special_tokens": self.special_tokens, "ranks": ranks}
-        _atomic_write(path, json.dumps(data, indent=0, ensure_ascii=False))
+        write_atomic(path, json.dumps(data, indent=0, ensure_ascii=False))
 
     @classmethod
     def load(cls, path, pattern=None, special_tokens=None) -> "Tokenizer":
@@ -402,7 +402,7 @@ class Tokenizer:
     def save_tiktoken(self, path):
         """tiktoken's ranks format: one "base64(token) rank" line per token, no pattern, no specials."""
         ranks = sorted(self.ranks.items(), key=lambda x: x[1])
-        _atomic_write(path, "".join(f"{base64.b64encode(t).decode()} {r}\n" for t, r in ranks))
+        write_atomic(path, "".join(f"{base64.b64encode(t).decode()} {r}\n" for t, r in ranks))
 
     def save_hf(self, out_dir):
         """GPT-2's vocab.json + merges.txt (each byte written as its printable stand-in), which HF's
@@ -412,9 +412,9 @@ class Tokenizer:
         show = lambda token: "".join(BYTE_TO_UNICODE[b] for b in token)  # noqa: E731
         vocab = {show(t): r for t, r in self.ranks.items()} | self.special_tokens
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        _atomic_write(Path(out_dir, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
+        write_atomic(Path(out_dir, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
         merges = "".join(f"{show(a)} {show(b)}\n" for a, b in self.merges())
-        _atomic_write(Path(out_dir, "merges.txt"), "#version: 0.2\n" + merges)
+        write_atomic(Path(out_dir, "merges.txt"), "#version: 0.2\n" + merges)
 
 
 def _no_surrogates(text: str) -> str:
@@ -426,10 +426,15 @@ def _no_surrogates(text: str) -> str:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def _atomic_write(path, text: str):
+def write_atomic(path, text: str):
+    """Write through `<path>.tmp` and a rename, so nobody ever reads half a file (the project's one writer
+    of small files: tokenizers, meta.json, `latest`, metrics, results)."""
     tmp = Path(f"{path}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left when writing failed
 
 
 # ---------------------------------------------------------------------------------------- command line

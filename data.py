@@ -369,8 +369,7 @@ def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options)
 
 
 def write_json(path, obj):
-    Path(f"{path}.tmp").write_text(json.dumps(obj, indent=1))
-    os.replace(f"{path}.tmp", path)
+    bpe.write_atomic(path, json.dumps(obj, indent=1))
 
 
 def load_meta(data_dir):

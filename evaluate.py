@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from bpe import Tokenizer, read_texts
+from bpe import Tokenizer, read_texts, write_atomic
 from data import load_meta, val_batches
 from sample import complete, load_model
 from train import latest_checkpoint
@@ -211,11 +211,8 @@ def generate_completions(model, tok, problems, n, batch_size, seed, **sampling):
 
 
 def write_jsonl(path, records):
-    """Every record on its own line; written beside the target then renamed, so never half a file."""
-    tmp = Path(f"{path}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
-    os.replace(tmp, path)
+    """Every record on its own line, never half a file."""
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def print_summary(name, means, ks, n):

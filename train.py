@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from bpe import Tokenizer
+from bpe import Tokenizer, write_atomic
 from data import Loader, load_meta, val_batches
 from model import GPT, GPTConfig
 
@@ -428,12 +428,6 @@ def load_checkpoint(run, folder):
             torch.cuda.set_rng_state(rng["cuda"].cpu())
     else:
         torch.manual_seed(run.cfg.seed + 1000 * run.step + run.rank)  # new world size: fresh, reproducible
-
-
-def write_atomic(path, text):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def open_run_folder(cfg, rank, world) -> Path | None:
