@@ -43,7 +43,7 @@ from tqdm import tqdm
 from bpe import Tokenizer, read_texts, write_atomic
 from data import load_meta, val_batches
 from sample import complete, load_model
-from train import latest_checkpoint
+from train import latest_checkpoint, perplexity_and_bpb
 
 # Published HumanEval scores of CodeParrot 1.5B (its model card), in percent, keyed by k.
 CODEPARROT = {"CodeParrot 1.5B": {1: 3.99, 10: 8.69, 100: 17.88}}
@@ -321,10 +321,9 @@ def stream_batches(stream, context, batch_size) -> list[tuple]:
 
 
 def report(loss: float, bytes_per_token: float) -> dict:
-    """Loss in nats per token, its perplexity, and bits per byte: the loss spread over the raw bytes, so
-    a tokenizer that packs more bytes into a token does not look better for it."""
-    ppl = math.exp(loss) if loss < math.log(sys.float_info.max) else math.inf  # inf, not OverflowError
-    return {"loss": loss, "perplexity": ppl, "bits per byte": loss / math.log(2) / bytes_per_token}
+    """Loss in nats per token, its perplexity and bits per byte, computed as train.py's evaluation does."""
+    ppl, bpb = perplexity_and_bpb(loss, bytes_per_token)
+    return {"loss": loss, "perplexity": ppl, "bits per byte": bpb}
 
 
 def perplexity(args):

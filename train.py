@@ -361,9 +361,15 @@ def evaluate(run, bytes_per_token) -> dict:
     if total[1] == 0:
         raise ValueError(f"{cfg.data_dir}: the validation split has no window of {cfg.context + 1} tokens")
     loss = (total[0] / total[1]).item()
-    perplexity = math.exp(loss) if loss < 700 else math.inf  # exp overflows a double past ~709
-    bits_per_byte = loss / math.log(2) / bytes_per_token
+    perplexity, bits_per_byte = perplexity_and_bpb(loss, bytes_per_token)
     return {"step": run.step, "val_loss": loss, "val_ppl": perplexity, "val_bpb": bits_per_byte}
+
+
+def perplexity_and_bpb(loss, bytes_per_token) -> tuple[float, float]:
+    """Perplexity (inf rather than an OverflowError: exp overflows a double past ~709) and bits per byte,
+    the loss spread over the raw bytes, so a tokenizer that packs more bytes per token gains nothing."""
+    perplexity = math.exp(loss) if loss < 700 else math.inf
+    return perplexity, loss / math.log(2) / bytes_per_token
 
 
 # --- 5. Checkpoints --------------------------------------------------------------------------------------
