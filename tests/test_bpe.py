@@ -164,7 +164,9 @@ def test_from_tiktoken_unknown_name():
 
 
 def test_merges_equal_hf_bpe_trainer(tok, texts, tmp_path):
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = pytest.importorskip(
+        "tokenizers", reason="parity with HF needs tokenizers (requirements-dev.txt)"
+    )
     hf = tokenizers.Tokenizer(tokenizers.models.BPE())
     hf.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = tokenizers.trainers.BpeTrainer(
@@ -178,7 +180,9 @@ def test_merges_equal_hf_bpe_trainer(tok, texts, tmp_path):
 
 
 def test_hf_export_encodes_identically(tok, texts, tmp_path):
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = pytest.importorskip(
+        "tokenizers", reason="parity with HF needs tokenizers (requirements-dev.txt)"
+    )
     tok.save_hf(tmp_path)
     vocab = json.loads((tmp_path / "vocab.json").read_text())
     assert len(vocab) == tok.vocab_size
@@ -188,7 +192,9 @@ def test_hf_export_encodes_identically(tok, texts, tmp_path):
     hf.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     samples = TRICKY[1:] + random_strings(200, seed=1) + texts[:10]
     assert [e.ids for e in hf.encode_batch(samples)] == tok.encode_batch(samples)
-    transformers = pytest.importorskip("transformers")
+    transformers = pytest.importorskip(
+        "transformers", reason="parity with HF needs transformers (requirements-dev.txt)"
+    )
     fast = transformers.GPT2TokenizerFast(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
     assert fast(texts[0])["input_ids"] == tok.encode(texts[0])
 
