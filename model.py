@@ -307,11 +307,19 @@ class GPT(nn.Module):
             os.replace(tmp, path)
 
 
+def check_sampling(temperature, top_k, top_p):
+    """Refuse settings that would fail deep inside sampling; written so that NaN fails too."""
+    if not 0 <= temperature < math.inf:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 (or None for no limit), got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     """Pick one next token per row from logits (B,V) -> (B,). temperature 0 means greedy (argmax)."""
-    if temperature < 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
-        raise ValueError(f"bad sampling settings temperature={temperature} top_k={top_k} top_p={top_p}; "
-                         "need temperature >= 0, top_k >= 1, 0 < top_p <= 1")  # fmt: skip
+    check_sampling(temperature, top_k, top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature

@@ -20,7 +20,6 @@ Functions that evaluate.py and the demo reuse:
 
 import argparse
 import codecs
-import math
 import re
 import sys
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from bpe import Tokenizer
-from model import GPT
+from model import GPT, check_sampling
 from train import latest_checkpoint
 
 DEFAULT_RUN = "out/tiny"  # where demo.sh / `python train.py tiny` write the main job's model
@@ -74,12 +73,7 @@ def check_settings(prompt, n, max_new_tokens, temperature, top_k, top_p):
         raise ValueError(
             f"need at least one sample and one new token, got n={n}, max_new_tokens={max_new_tokens}"
         )
-    if not 0 <= temperature < math.inf:  # written so that NaN fails too
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 (or None for no limit), got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    check_sampling(temperature, top_k, top_p)
 
 
 def encode_prompt(model, tokenizer, prompt) -> list[int]:
@@ -102,8 +96,7 @@ def visible_text(text: str, ended: bool, stop_at_first_block: bool) -> tuple[str
     if not stop_at_first_block:
         return text, ended
     settled = text if ended else text[: text.rfind("\n") + 1]
-    parts = BLOCK_START.split(settled, maxsplit=1)
-    return parts[0].rstrip(), ended or len(parts) > 1
+    return first_block(settled), ended or BLOCK_START.search(settled) is not None
 
 
 @torch.inference_mode()

@@ -241,6 +241,8 @@ def test_top_k_1_is_greedy_and_temperature_0_is_argmax():
     assert torch.equal(sample_next(logits, 1.5, 1, None, torch.Generator().manual_seed(1)), greedy)
     with pytest.raises(ValueError, match="top_p"):
         sample_next(logits, 1.0, None, 1.5, None)
+    with pytest.raises(ValueError, match="temperature"):  # NaN would reach multinomial as NaN probabilities
+        sample_next(logits, float("nan"), None, None, None)
 
 
 @pytest.mark.parametrize("top_p, kept", [(0.4, {0}), (0.7, {0, 1}), (0.9, {0, 1, 2}), (1.0, {0, 1, 2, 3})])
