@@ -506,13 +506,13 @@ class Loader:
         self.perms = {}
 
 
-def val_batches(data_dir, batch_size, context, max_tokens, rank=0, world_size=1, device="cpu"):
-    """Fixed validation batches: windows spread evenly over the valid split, within max_tokens of input.
+def val_windows(data_dir, n_tokens, context, max_tokens, rank=0, world_size=1):
+    """This rank's fixed validation windows: spread evenly over the n_tokens of data_dir's valid split,
+    within max_tokens of input.
 
     Each rank gets every world_size-th window, so ranks are disjoint and get the same number of
     batches of the same sizes (collective calls in evaluation then line up)."""
-    stream = TokenStream(data_dir, "valid")
-    n = stream.n_tokens // (context + 1)
+    n = n_tokens // (context + 1)
     use = min(n, max(world_size, max_tokens // context))
     use -= use % world_size
     if use == 0:
@@ -520,7 +520,13 @@ def val_batches(data_dir, batch_size, context, max_tokens, rank=0, world_size=1,
             f"{data_dir}: the valid split has {n} windows of {context + 1} tokens, fewer than "
             f"the {world_size} rank(s); use a smaller context or a larger --valid-share"
         )
-    mine = (np.arange(use) * n // use)[rank::world_size]
+    return (np.arange(use) * n // use)[rank::world_size]
+
+
+def val_batches(data_dir, batch_size, context, max_tokens, rank=0, world_size=1, device="cpu"):
+    """The batches (x, y) of val_windows, in order."""
+    stream = TokenStream(data_dir, "valid")
+    mine = val_windows(data_dir, stream.n_tokens, context, max_tokens, rank, world_size)
     return (
         to_batch(stream.windows(mine[i : i + batch_size], context + 1), device)
         for i in range(0, len(mine), batch_size)

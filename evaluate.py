@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from bpe import Tokenizer, read_texts, write_atomic
-from data import load_meta, val_batches
+from data import load_meta, val_batches, val_windows
 from sample import complete, load_model
 from train import latest_checkpoint, perplexity_and_bpb
 
@@ -291,7 +291,7 @@ def dataset_batches(data_dir, model, tok, batch_size, max_tokens, device):
     tokens, context = meta["tokens"]["valid"], model.config.context
     tokens = min(max_tokens or tokens, tokens)
     batches = val_batches(data_dir, batch_size, context, tokens, device=device)
-    windows = min(meta["tokens"]["valid"] // (context + 1), max(1, tokens // context))  # as val_batches picks
+    windows = len(val_windows(data_dir, meta["tokens"]["valid"], context, tokens))
     return batches, math.ceil(windows / batch_size), meta["bytes_per_token"]["valid"]
 
 
