@@ -78,19 +78,21 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, cache=None, pos=0):
+    def forward(self, x, cache=None, positions=None):
         B, T, C = x.shape
         heads = (B, T, self.n_head, C // self.n_head)
         q, k, v = (t.view(heads).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))  # (B,H,T,C/H)
-        if cache is not None:  # write this chunk's keys/values at pos, attend to everything up to it
-            k_cache, v_cache = cache  # (B,H,length,C/H) each, pre-allocated by GPT.stream
-            k_cache[:, :, pos : pos + T], v_cache[:, :, pos : pos + T] = k, v
-            k, v = k_cache[:, :, : pos + T], v_cache[:, :, : pos + T]
-        # is_causal aligns the mask top-left, right only when queries start at key 0: a prefill (pos 0)
-        # or a training batch. A single cached query (T=1) may see all keys, so it needs no mask.
-        # On GPU this dispatches to flash / memory-efficient kernels that never build the (T,T) matrix.
         drop = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=T > 1)  # (B,H,T,C/H)
+        if cache is None:  # training: on GPU a flash kernel that never builds the (T,T) matrix
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)  # (B,H,T,C/H)
+        else:  # store this chunk's keys/values at their positions, attend to the slots up to each query
+            k_cache, v_cache = cache  # (B,H,L,C/H) each, zero-filled by GPT.stream
+            k_cache.index_copy_(2, positions, k)
+            v_cache.index_copy_(2, positions, v)
+            # All L slots with a mask, not a slice of the filled ones: every decode step then has the same
+            # shapes, which a CUDA graph needs. Unwritten slots hold zeros, so masking them stays finite.
+            mask = torch.arange(k_cache.size(2), device=x.device) <= positions[:, None]  # (T,L)
+            y = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask, dropout_p=drop)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_drop(self.c_proj(y))
 
@@ -115,8 +117,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=1e-5)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cache=None, pos=0):  # pre-LN: normalise the branch input, keep the residual clean
-        x = x + self.attn(self.ln_1(x), cache, pos)
+    def forward(self, x, cache=None, positions=None):  # pre-LN: normalise the branch input only
+        x = x + self.attn(self.ln_1(x), cache, positions)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -152,17 +154,18 @@ class GPT(nn.Module):
         loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # mean
         return logits, loss
 
-    def _logits(self, idx, cache=None, pos=0):
+    def _logits(self, idx, cache=None, positions=None):
         B, T = idx.shape
-        if pos + T > self.config.context:
-            raise ValueError(f"sequence of {pos + T} tokens exceeds the model context {self.config.context}")
-        positions = torch.arange(pos, pos + T, device=idx.device)  # (T,)
+        if T > self.config.context:
+            raise ValueError(f"sequence of {T} tokens exceeds the model context {self.config.context}")
+        if positions is None:
+            positions = torch.arange(T, device=idx.device)  # (T,)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(positions))  # (B,T,C)
         for i, block in enumerate(self.transformer.h):
             if self.config.checkpointing and self.training and cache is None:
                 x = checkpoint(block, x, use_reentrant=False)  # keep only block inputs; recompute in backward
             else:
-                x = block(x, None if cache is None else cache[i], pos)
+                x = block(x, None if cache is None else cache[i], positions)
         return self.lm_head(self.transformer.ln_f(x))  # (B,T,V)
 
     @torch.no_grad()
@@ -180,20 +183,29 @@ class GPT(nn.Module):
         ctx, cfg, p = self.config.context, self.config, next(self.parameters())
         length = min(ctx, T + max_new_tokens)  # the most positions the cache will ever hold
         shape = (B, cfg.n_head, length, cfg.n_embd // cfg.n_head)
-        cache = [(p.new_empty(shape), p.new_empty(shape)) for _ in range(cfg.n_layer)]  # (k, v) per layer
+        cache = [(p.new_zeros(shape), p.new_zeros(shape)) for _ in range(cfg.n_layer)]  # (k, v) per layer
+        token, pos = idx.new_zeros(B, 1), idx.new_zeros(1)  # the decode step's inputs, filled in place
+
+        def decode():  # one new position against the cache -> (B,V)
+            return self._logits(token, cache, pos)[:, -1, :]
+
+        if idx.is_cuda:  # captured before the prefill, which rewrites the slot 0 that capturing wrote
+            decode = cuda_graph(decode)
         window = idx[:, -ctx:]  # (B,T') the tokens the model can see
-        logits = self._logits(window, cache, 0)[:, -1, :]  # prefill the prompt: (B,V)
+        logits = self._logits(window, cache, torch.arange(window.size(1), device=idx.device))[:, -1, :]
         for step in range(max_new_tokens):
-            token = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
-            yield token
+            new = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
+            yield new
             if step + 1 == max_new_tokens:
                 break
             if window.size(1) < ctx:  # room left: one new position against the cache
-                window = torch.cat([window, token[:, None]], dim=1)
-                logits = self._logits(window[:, -1:], cache, window.size(1) - 1)[:, -1, :]
+                window = torch.cat([window, new[:, None]], dim=1)
+                token.copy_(new[:, None])
+                pos.fill_(window.size(1) - 1)
+                logits = decode()
             else:  # full: slide the window and recompute it from position 0
-                window = torch.cat([window[:, 1:], token[:, None]], dim=1)
-                logits = self._logits(window, cache, 0)[:, -1, :]
+                window = torch.cat([window[:, 1:], new[:, None]], dim=1)
+                logits = self._logits(window, cache, torch.arange(ctx, device=idx.device))[:, -1, :]
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
         """Return the prompt followed by max_new_tokens new tokens: (B, T + max_new_tokens)."""
@@ -305,6 +317,29 @@ class GPT(nn.Module):
             tmp.rmdir()
         else:
             os.replace(tmp, path)
+
+
+def cuda_graph(fn):
+    """Record the GPU kernels of fn() once; return a function that replays them and returns fn's output.
+
+    A decode step of GPT-2 small is some 200 small kernels. Launched one by one from Python, the CPU is
+    the bottleneck and the GPU mostly waits; a replayed graph launches them all in one call. fn must
+    read only tensors that outlive the graph and that callers update in place between replays.
+    """
+    side = torch.cuda.Stream()  # warm up off the default stream, as capture requires (cuBLAS handles)
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+
+    def replay():
+        graph.replay()
+        return out
+
+    return replay
 
 
 def check_sampling(temperature, top_k, top_p):

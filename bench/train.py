@@ -137,41 +137,38 @@ def compare(size, args, device, dtype):
     cfg = train.TrainConfig(device=device.type, compile=args.compile, lr=1e-4, **knobs)
     batch = torch.randint(0, args.vocab, (args.batch or batch_size, cfg.context + 1), device=device)
     tokens = batch.size(0) * cfg.context
-    results, params = {}, {}
+    sides = {"ours": ours, "transformers": partial(theirs, fused=args.peer_fused)}
+    sides = {who: build for who, build in sides.items() if who in args.sides}
+    label = f"{size} {device.type} {str(dtype).removeprefix('torch.')}{' compiled' if args.compile else ''}"
+    print(f"{label}: batch {batch.size(0)}x{cfg.context}")
+    results = {}
     if device.type == "cuda":  # one side at a time: two gpt2-xl with optimizer state do not fit
-        for who, build in (("ours", ours), ("transformers", partial(theirs, fused=args.peer_fused))):
+        peak = train.peak_flops(device)
+        with torch.device("meta"):  # the same FLOPs for both sides: one architecture
+            flops_per_token = GPT(train.model_config(cfg, args.vocab)).flops_per_token()
+        for who, build in sides.items():
             model, step = build(cfg, args.vocab, batch, device, dtype)
-            params[who] = sum(p.numel() for p in model.parameters())
             results.update(measure({who: step}, device, args.reps, args.warmup))
-            if who == "ours":
-                flops_per_token = model.flops_per_token()
+            rate = tokens / results[who][0]
+            mfu = f"  MFU {rate * flops_per_token / peak:.1%}" if peak else ""
+            print(f"  {who:12} {rate:10,.0f} tok/s{mfu}  ({torch.cuda.get_device_name(device)})", flush=True)
             del model, step
             gc.collect()
             torch.cuda.empty_cache()
     else:
-        built = {
-            who: build(cfg, args.vocab, batch, device, dtype)
-            for who, build in (("ours", ours), ("transformers", partial(theirs, fused=args.peer_fused)))
-        }
-        params = {who: sum(p.numel() for p in m.parameters()) for who, (m, _) in built.items()}
-        flops_per_token = built["ours"][0].flops_per_token()
+        built = {who: build(cfg, args.vocab, batch, device, dtype) for who, build in sides.items()}
         for _ in range(args.rounds):  # alternate whole rounds so a burst of other jobs hits both sides
             for who, (_, step) in built.items():
                 wall, cpu = measure({who: step}, device, args.reps, args.warmup)[who]
                 best = results.get(who, (wall, cpu))
                 results[who] = (min(wall, best[0]), min(cpu, best[1]))
-    (wall_a, cpu_a), (wall_b, cpu_b) = results["ours"], results["transformers"]
-    label = f"{size} {device.type} {str(dtype).removeprefix('torch.')}{' compiled' if args.compile else ''}"
-    print(f"{label}: {params['ours'] / 1e6:.1f}M params, batch {batch.size(0)}x{cfg.context}")
-    rows = [("wall", wall_a, wall_b)] + ([("CPU", cpu_a, cpu_b)] if device.type == "cpu" else [])
-    for kind, a, b in rows:
-        print(
-            f"  {kind:4} tok/s ours {tokens / a:10,.0f}  transformers {tokens / b:10,.0f}  ratio {b / a:.2f}x"
-        )
-    peak = train.peak_flops(device)
-    if peak:
-        mfu = [tokens / wall * flops_per_token / peak for wall in (wall_a, wall_b)]
-        print(f"  MFU ours {mfu[0]:.1%}  transformers {mfu[1]:.1%} ({torch.cuda.get_device_name(device)})")
+        for who in built:
+            wall, cpu = (tokens / t for t in results[who])
+            print(f"  {who:12} wall {wall:10,.0f} tok/s  CPU {cpu:10,.0f}")
+    if len(results) == 2:
+        (wall_a, cpu_a), (wall_b, cpu_b) = results["ours"], results["transformers"]
+        cpu = f", CPU time {cpu_b / cpu_a:.2f}x" if device.type == "cpu" else ""
+        print(f"  ours / transformers: wall {wall_b / wall_a:.2f}x{cpu}")
 
 
 def main():
@@ -186,6 +183,8 @@ def main():
     parser.add_argument("--reps", type=int, default=3, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (CPU)")
     parser.add_argument("--peer-fused", action="store_true", help="fused AdamW for transformers on CPU too")
+    sides = ["ours", "transformers"]
+    parser.add_argument("--sides", nargs="+", default=sides, choices=sides, help="measure only these")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:

@@ -1,4 +1,5 @@
-"""Shared test set-up: the repository root on sys.path, so tests import model, bpe, data... as a reader does."""
+"""Shared test set-up: the repository root on sys.path, so tests import model, bpe, data... as readers do."""
+
 import sys
 from pathlib import Path
 

@@ -25,9 +25,13 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_model(config=TINY, seed=0):
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]  # on CUDA, stream replays its decode step as a graph
+
+
+def tiny_model(config=TINY, seed=0, device="cpu"):
     torch.manual_seed(seed)
-    return GPT(config).eval()
+    return GPT(config).to(device).eval()
 
 
 def test_changing_token_t_changes_no_logit_before_t():
@@ -51,10 +55,11 @@ def recompute_greedy(m, idx, steps):
     return idx, logits_seen
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("prompt_len, steps", [(5, 8), (5, 30), (20, 6)])  # fits / runs past / starts past
-def test_cached_generation_equals_recomputation(monkeypatch, prompt_len, steps):
-    m = tiny_model()
-    idx = torch.randint(0, TINY.vocab_size, (3, prompt_len))
+def test_cached_generation_equals_recomputation(monkeypatch, prompt_len, steps, device):
+    m = tiny_model(device=device)
+    idx = torch.randint(0, TINY.vocab_size, (3, prompt_len), device=device)
     logits_seen = []
 
     def greedy_and_record(logits, *args):

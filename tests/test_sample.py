@@ -97,6 +97,17 @@ def test_greedy_equals_the_argmax_chain_without_cache(loaded):
     assert sample.complete(model, tok, PROMPT, n=3, max_new_tokens=20, temperature=0) == [expected] * 3
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_decoding_matches_cpu_and_bf16_reproduces(ckpt, loaded):
+    model, tok = loaded
+    on_cpu = sample.complete(model, tok, PROMPT, n=2, max_new_tokens=20, temperature=0)
+    gpu, _ = sample.load_model(ckpt, device="cuda")
+    assert sample.complete(gpu, tok, PROMPT, n=2, max_new_tokens=20, temperature=0) == on_cpu
+    bf16, _ = sample.load_model(ckpt, device="cuda", dtype="bfloat16")
+    run = lambda: sample.complete(bf16, tok, PROMPT, n=3, max_new_tokens=20, temperature=1.0, seed=3)  # noqa: E731
+    assert run() == run()
+
+
 def test_top_k_1_is_greedy(loaded):
     model, tok = loaded
     greedy = sample.complete(model, tok, PROMPT, max_new_tokens=16, temperature=0)
@@ -265,7 +276,8 @@ def cli(run_dir, tmp_path_factory):
     )
     with ThreadPoolExecutor() as pool:
         ok = pool.submit(run, [*SAMPLE, "--checkpoint", str(run_dir), "--prompt", "-", "--temperature", "0",
-                               "--max-new-tokens", "8"], input=b"def mean(a):\n")  # fmt: skip
+                               "--max-new-tokens", "8", "--device", "cpu"],
+                         input=b"def mean(a):\n")  # fmt: skip
         # no --checkpoint, in a folder where nothing was trained: out/tiny does not exist
         untrained = pool.submit(run, [*SAMPLE, "--prompt", "x"], cwd=tmp_path_factory.mktemp("fresh"))
         return ok.result(), untrained.result()

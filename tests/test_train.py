@@ -334,6 +334,20 @@ def test_mixed_precision_trains_and_resumes(dataset, tmp_path, dtype):
     assert sorted(logged(tmp_path / dtype)) == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_cuda_compiled_mixed_precision_trains_resumes_and_reports_mfu(dataset, tmp_path, dtype):
+    knobs = dict(device="cuda", dtype=dtype, compile=True, context=64, max_steps=20, lr=1e-2)
+    eager = train.train(config(dataset, tmp_path / "eager", **{**knobs, "compile": False}))
+    train.train(config(dataset, tmp_path / dtype, **{**knobs, "max_steps": 10}))
+    result = train.train(config(dataset, tmp_path / dtype, **knobs, resume=True))
+    losses = logged(tmp_path / dtype)
+    assert sorted(losses) == list(range(1, 21)) and losses[20] < losses[1] - 1
+    assert result["val_loss"] == pytest.approx(eager["val_loss"], rel=0.02)  # compiled == eager, to rounding
+    mfu = logged(tmp_path / dtype, "mfu")
+    assert mfu and all(0 < m < 1 for m in mfu.values())
+
+
 def test_keytoken_loss_in_the_loop(dataset, tmp_path):
     result = train.train(config(dataset, tmp_path / "key", max_steps=2, keytoken_alpha=1.0))
     assert math.isfinite(result["val_loss"]) and all(map(math.isfinite, logged(tmp_path / "key").values()))
