@@ -132,6 +132,17 @@ def measure(steps, device, reps, warmup):
     return {who: (min(w for w, _ in t), min(c for _, c in t)) for who, t in times.items()}
 
 
+def profile(step, steps=3):
+    """Where a step's GPU time goes: the kernels that take the most of it, over a few steps."""
+    from torch.profiler import ProfilerActivity
+
+    with torch.profiler.profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=70))
+
+
 def compare(size, args, device, dtype):
     knobs, batch_size = SIZES[size]
     cfg = train.TrainConfig(device=device.type, compile=args.compile, lr=1e-4, **knobs)
@@ -152,6 +163,8 @@ def compare(size, args, device, dtype):
             rate = tokens / results[who][0]
             mfu = f"  MFU {rate * flops_per_token / peak:.1%}" if peak else ""
             print(f"  {who:12} {rate:10,.0f} tok/s{mfu}  ({torch.cuda.get_device_name(device)})", flush=True)
+            if args.profile:
+                profile(step)
             del model, step
             gc.collect()
             torch.cuda.empty_cache()
@@ -183,6 +196,7 @@ def main():
     parser.add_argument("--reps", type=int, default=3, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (CPU)")
     parser.add_argument("--peer-fused", action="store_true", help="fused AdamW for transformers on CPU too")
+    parser.add_argument("--profile", action="store_true", help="CUDA: the costliest kernels of each side")
     sides = ["ours", "transformers"]
     parser.add_argument("--sides", nargs="+", default=sides, choices=sides, help="measure only these")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
