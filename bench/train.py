@@ -70,7 +70,7 @@ def ours(cfg, vocab, batch, device, dtype):
     return model, lambda: train.optimizer_step(run, stop_here=False)
 
 
-def theirs(cfg, vocab, batch, device, dtype, fused=False):
+def theirs(cfg, vocab, batch, device, dtype, fused=False, eager=False):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     shape = train.model_config(cfg, vocab)
@@ -87,7 +87,7 @@ def theirs(cfg, vocab, batch, device, dtype, fused=False):
     )
     torch.manual_seed(0)
     model = GPT2LMHeadModel(config).to(device).train()
-    train_model = torch.compile(model) if cfg.compile else model
+    train_model = torch.compile(model) if cfg.compile and not eager else model
     named = list(model.named_parameters())
     exempt = {n for n, _ in named if any(nd in n for nd in ("bias", "LayerNorm.weight"))}  # the book's filter
     groups = [
@@ -148,7 +148,7 @@ def compare(size, args, device, dtype):
     cfg = train.TrainConfig(device=device.type, compile=args.compile, lr=1e-4, **knobs)
     batch = torch.randint(0, args.vocab, (args.batch or batch_size, cfg.context + 1), device=device)
     tokens = batch.size(0) * cfg.context
-    sides = {"ours": ours, "transformers": partial(theirs, fused=args.peer_fused)}
+    sides = {"ours": ours, "transformers": partial(theirs, fused=args.peer_fused, eager=args.peer_eager)}
     sides = {who: build for who, build in sides.items() if who in args.sides}
     label = f"{size} {device.type} {str(dtype).removeprefix('torch.')}{' compiled' if args.compile else ''}"
     print(f"{label}: batch {batch.size(0)}x{cfg.context}")
@@ -196,6 +196,7 @@ def main():
     parser.add_argument("--reps", type=int, default=3, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (CPU)")
     parser.add_argument("--peer-fused", action="store_true", help="fused AdamW for transformers on CPU too")
+    parser.add_argument("--peer-eager", action="store_true", help="transformers uncompiled, as the book")
     parser.add_argument("--profile", action="store_true", help="CUDA: the costliest kernels of each side")
     sides = ["ours", "transformers"]
     parser.add_argument("--sides", nargs="+", default=sides, choices=sides, help="measure only these")
