@@ -162,7 +162,8 @@ def compare(size, args, device, dtype):
             results.update(measure({who: step}, device, args.reps, args.warmup))
             rate = tokens / results[who][0]
             mfu = f"  MFU {rate * flops_per_token / peak:.1%}" if peak else ""
-            print(f"  {who:12} {rate:10,.0f} tok/s{mfu}  ({torch.cuda.get_device_name(device)})", flush=True)
+            name = f"{who}{' (eager)' if who == 'transformers' and args.peer_eager else ''}"
+            print(f"  {name:20} {rate:10,.0f} tok/s{mfu}  ({torch.cuda.get_device_name(device)})", flush=True)
             if args.profile:
                 profile(step)
             del model, step
