@@ -361,12 +361,16 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]  # (B,1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None:
-        # nucleus (Holtzman et al. 2020): keep the smallest set of most likely tokens whose mass reaches
-        # top_p, i.e. a token stays if the mass ranked strictly above it is still below top_p.
-        probs, order = torch.sort(F.softmax(logits, dim=-1), dim=-1, descending=True)  # (B,V)
-        drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocabulary order
-        logits = logits.masked_fill(drop, float("-inf"))
-    probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+    probs = F.softmax(logits, dim=-1)  # (B,V)
+    if top_p is None:
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+    # nucleus (Holtzman et al. 2020): keep the smallest set of most likely tokens whose mass reaches
+    # top_p, i.e. a token stays if the mass ranked strictly above it is still below top_p. At the book's
+    # settings (temperature 0.4, top_p 0.95) that set is a few tokens: rank a short head first and sort
+    # the whole vocabulary only when the head falls short (sorting 32,768 was ~14% of a CPU decode step).
+    ranked, order = torch.topk(probs, min(64, probs.size(-1)))  # (B,64) most likely first
+    if (ranked.sum(dim=-1) < top_p).any():
+        ranked, order = torch.sort(probs, dim=-1, descending=True)  # (B,V)
+    kept = ranked.masked_fill(ranked.cumsum(dim=-1) - ranked >= top_p, 0.0)
+    pick = torch.multinomial(kept, 1, generator=generator)  # (B,1) an index into `order`; renormalises
+    return order.gather(-1, pick).squeeze(-1)  # (B,)

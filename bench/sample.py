@@ -6,6 +6,11 @@ min_new_tokens; ours stops a sample at <|endoftext|>, so we count the steps it r
 between the two and the best of --repeat is kept, because other jobs share the machine.
 
     python bench/sample.py [--sizes tiny gpt2] [--samples 1 8] [--new-tokens 128] [--threads N] [--device cpu]
+                           [--checkpoint out/tiny/ckpt-0001200]
+
+Random weights give a nearly flat next-token distribution, the costliest case for top-p (its nucleus is
+most of the vocabulary); a trained model's is peaked. `--checkpoint` adds a row for a trained checkpoint
+folder (the demo's, say), read by both sides from the same config.json + model.safetensors.
 """
 
 import argparse
@@ -21,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bpe import EOT, Tokenizer  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
-from sample import completion_steps  # noqa: E402
+from sample import completion_steps, load_model  # noqa: E402
 
 PROMPT = 'def area_of_rectangle(a: float, b: float):\n    """Return the area of the rectangle."""'
 SIZES = {  # (n_layer, n_head, n_embd, context, vocab): the demo's scale and codeparrot-small's
@@ -82,6 +87,7 @@ def main():
     p.add_argument("--threads", type=int, help="torch threads; 1 is steadier when other jobs share the cores")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--checkpoint", help="a trained checkpoint folder to measure as well")
     args = p.parse_args()
     from transformers import GPT2LMHeadModel
 
@@ -92,23 +98,31 @@ def main():
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, {args.device} {args.dtype}, {args.new_tokens} new tokens")  # fmt: skip
     print(f"{'model':<6} {'samples':>7} {'ours tok/s':>11} {'HF tok/s':>9} {'ratio':>6}")
+    for name, (model, tok, folder) in models(args):
+        model = model.to(args.device, dtype).eval()
+        hf = GPT2LMHeadModel.from_pretrained(folder, dtype=dtype).to(args.device).eval()
+        new_tokens = min(args.new_tokens, model.config.context - len(tok.encode(PROMPT)))  # HF cannot slide
+        for n in args.samples:
+            ours(model, tok, n, 8, 0), theirs(hf, tok, n, 8, 0)  # warm-up: allocator, kernels, caches
+            runs = [
+                partial(ours, model, tok, n, new_tokens, 1),
+                partial(theirs, hf, tok, n, new_tokens, 1),
+            ]
+            mine, hf_rate = best_rates(runs, args.repeat, sync)
+            print(f"{name:<6} {n:>7} {mine:>11.1f} {hf_rate:>9.1f} {mine / hf_rate:>5.2f}x", flush=True)
+
+
+def models(args):
+    """(name, (GPT, Tokenizer, HF-format folder)) for each size asked for, then the checkpoint if given."""
     for size in args.sizes:
         n_layer, n_head, n_embd, context, vocab = SIZES[size]
-        tok = synthetic_tokenizer(vocab)
         torch.manual_seed(0)
         cfg = GPTConfig(vocab_size=vocab, context=context, n_layer=n_layer, n_head=n_head, n_embd=n_embd)
         with tempfile.TemporaryDirectory() as tmp:
             GPT(cfg).save_pretrained(tmp)
-            model = GPT.from_pretrained(tmp).to(args.device, dtype).eval()
-            hf = GPT2LMHeadModel.from_pretrained(tmp, dtype=dtype).to(args.device).eval()
-        for n in args.samples:
-            ours(model, tok, n, 8, 0), theirs(hf, tok, n, 8, 0)  # warm-up: allocator, kernels, caches
-            runs = [
-                partial(ours, model, tok, n, args.new_tokens, 1),
-                partial(theirs, hf, tok, n, args.new_tokens, 1),
-            ]
-            mine, hf_rate = best_rates(runs, args.repeat, sync)
-            print(f"{size:<6} {n:>7} {mine:>11.1f} {hf_rate:>9.1f} {mine / hf_rate:>5.2f}x", flush=True)
+            yield size, (GPT.from_pretrained(tmp), synthetic_tokenizer(vocab), tmp)
+    if args.checkpoint:
+        yield "ckpt", (*load_model(args.checkpoint), args.checkpoint)
 
 
 if __name__ == "__main__":

@@ -258,3 +258,13 @@ def test_top_p_keeps_the_smallest_set_reaching_p(top_p, kept):
     assert set(drawn.tolist()) == kept
     share = probs[0] / probs[list(kept)].sum()  # kept tokens are renormalised
     assert abs((drawn == 0).float().mean().item() - share.item()) < 0.03
+
+
+@pytest.mark.parametrize("scale", [3.0, 0.1])  # peaked: the nucleus is in the ranked head; flat: not
+def test_top_p_on_a_large_vocabulary_keeps_exactly_the_nucleus(scale):
+    logits = torch.randn(300, generator=torch.Generator().manual_seed(0)) * scale
+    ranked, order = logits.softmax(-1).sort(descending=True)
+    nucleus = set(order[ranked.cumsum(0) - ranked < 0.9].tolist())
+    assert (len(nucleus) > 64) == (scale < 1)  # both of sample_next's paths are taken
+    drawn = sample_next(logits.repeat(20000, 1), 1.0, None, 0.9, torch.Generator().manual_seed(1))
+    assert set(drawn.tolist()) == nucleus
