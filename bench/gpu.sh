@@ -30,7 +30,9 @@ for p in "${parts[@]}"; do
     sample) part sample 200 python3 bench/sample.py --device cuda --dtype bfloat16 --repeat 2 ;;
     train) part train 300 "${train[@]}" --sizes gpt2 ;;
     train-xl) part train-xl 400 "${train[@]}" --sizes gpt2-xl --batch 8 ;;
-    peer-eager) part peer-eager 200 "${train[@]}" --sides transformers --peer-eager --sizes gpt2 gpt2-xl --batch 8 ;;
+    peer-eager)
+      part peer-eager 100 "${train[@]}" --sides transformers --peer-eager --sizes gpt2
+      part peer-eager-xl 120 "${train[@]}" --sides transformers --peer-eager --sizes gpt2-xl --batch 8 ;;
     model) part model 200 python3 bench/model.py --reps 10 ;;
     demo) part demo 300 bash demo.sh --fresh ;;
     *) echo "unknown part '$p'" >&2 ;;
