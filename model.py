@@ -172,10 +172,11 @@ class GPT(nn.Module):
     def stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
         """Yield the next token ids (B,) one step at a time, reusing keys/values of earlier positions.
 
-        The prompt is prefilled once; after that each token costs one position of compute. Positions are
-        absolute, so once the window is full and slides left every cached key changes: from then on each
-        step re-prefills the last `context` tokens, which keeps the output identical to recomputing
-        without a cache. Call model.eval() first, or dropout makes sampling noisy.
+        The prompt is prefilled once; after that each token costs one position of compute, and on a GPU
+        that step is replayed as a CUDA graph. Positions are absolute, so once the window is full and
+        slides left every cached key changes: from then on each step re-prefills the last `context`
+        tokens, which keeps the output identical to recomputing without a cache. Call model.eval()
+        first, or dropout makes sampling noisy.
         """
         B, T = idx.shape
         if T == 0:
