@@ -84,6 +84,8 @@ def theirs(cfg, vocab, batch, device, dtype, fused=False, eager=False):
         embd_pdrop=0.0,
         attn_pdrop=0.0,
         use_cache=False,
+        bos_token_id=None,  # its defaults, 50256, lie outside a 32,768 vocabulary and it warns
+        eos_token_id=None,
     )
     torch.manual_seed(0)
     model = GPT2LMHeadModel(config).to(device).train()
