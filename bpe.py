@@ -320,8 +320,8 @@ class Tokenizer:
         allowed = allowed_special if allowed_special == "all" else set(allowed_special)
         return self._tiktoken.encode(text, allowed_special=allowed, disallowed_special=())
 
-    def encode_batch(self, texts: list[str], num_threads=None) -> list[list[int]]:
-        return self._tiktoken.encode_ordinary_batch(texts, num_threads=num_threads or os.cpu_count())
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self._tiktoken.encode_ordinary_batch(texts, num_threads=os.cpu_count())
 
     def encode_reference(self, text: str) -> list[int]:
         """GPT-2's encoder in a few lines: split by the pattern, then BPE each piece (no special tokens)."""
@@ -378,6 +378,9 @@ class Tokenizer:
 
     @classmethod
     def from_tiktoken(cls, name: str) -> "Tokenizer":
+        known = ", ".join(tiktoken.list_encoding_names())
+        if name not in known.split(", "):  # a mistyped file path ends up here too
+            raise ValueError(f"tiktoken cannot load {name!r}: no such file, nor a tiktoken encoding: {known}")
         try:
             enc = tiktoken.get_encoding(name)
         except Exception as e:  # offline, tiktoken raises whatever its HTTP client raises
@@ -426,12 +429,12 @@ def _no_surrogates(text: str) -> str:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def write_atomic(path, text: str):
+def write_atomic(path, data: str | bytes):
     """Write through `<path>.tmp` and a rename, so nobody ever reads half a file (the project's one writer
     of small files: tokenizers, meta.json, `latest`, metrics, results)."""
     tmp = Path(f"{path}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data, encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # only left when writing failed
@@ -467,13 +470,7 @@ def report(path, texts, source, compare=None):
 
 def first_mb(texts: Iterable[str], max_mb: float) -> list[str]:
     """The leading documents of `texts` up to about max_mb million characters."""
-    out, size = [], 0
-    for text in texts:
-        if size >= max_mb * 1e6:
-            break
-        out.append(text)
-        size += len(text)
-    return out
+    return next(_chunks(texts, max_mb * 1e6), [])
 
 
 def main(argv=None):
@@ -495,9 +492,13 @@ def main(argv=None):
     export.add_argument("--tiktoken", help="ranks file to write")
     export.add_argument("--hf", help="directory for vocab.json and merges.txt")
     args = parser.parse_args(argv)
+    if args.command == "export" and not (args.tiktoken or args.hf):
+        parser.error("export: give --tiktoken FILE and/or --hf DIR")
     if args.command == "train":
         if not Path(args.out).resolve().parent.is_dir():
             raise ValueError(f"--out {args.out}: its directory does not exist; create it first")
+        if Path(args.out).is_dir():
+            raise ValueError(f"--out {args.out}: is a directory; give the tokenizer file's name")
         stats = Counter()
         tok = Tokenizer.train(
             read_texts(args.input, stats=stats), args.vocab_size, PATTERNS[args.pattern], args.min_frequency

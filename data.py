@@ -21,7 +21,6 @@ import heapq
 import json
 import os
 import random
-import shutil
 import sys
 import sysconfig
 from collections import Counter
@@ -194,8 +193,7 @@ def install_tokenizer(out_dir, opts, given, sample, progress):
     if target.exists():
         print(f"resuming: reusing {target}")
     elif Path(opts.tokenizer).is_file():  # a byte-for-byte copy, so its sha256 names the original
-        shutil.copyfile(opts.tokenizer, f"{target}.tmp")
-        os.replace(f"{target}.tmp", target)
+        bpe.write_atomic(target, Path(opts.tokenizer).read_bytes())
     elif given is not None:
         given.save(target)
     elif not sample:
@@ -216,8 +214,8 @@ def stdlib_sources(glob):
 def make_recipe(sources, options):
     """Checked options, resolved sources, and the recipe that identifies a dataset (kept in meta.json)."""
     opts = Options(**options)
-    if opts.vocab_size > 1 << 16:
-        raise ValueError(f"--vocab-size {opts.vocab_size} does not fit the uint16 shards (at most 65,536)")
+    if not opts.tokenizer and not 257 <= opts.vocab_size <= 1 << 16:  # 256 bytes + <|endoftext|>; uint16
+        raise ValueError(f"--vocab-size {opts.vocab_size}: need 257 (bytes + <|endoftext|>) to 65,536")
     for ok, need in [
         (0 <= opts.valid_share < 1, f"0 <= --valid-share < 1, got {opts.valid_share}"),
         (1 <= opts.shard_tokens < 1 << 31, f"1 <= --shard-tokens < 2**31, got {opts.shard_tokens}"),
@@ -236,6 +234,8 @@ def make_recipe(sources, options):
 
 def check_out_dir(out_dir, recipe, overwrite):
     """Refuse a DIR holding something else; say whether a dataset with this recipe is there."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir}: is a file; a dataset is a directory")
     meta_path = out_dir / "meta.json"
     patterns = ("meta.json*", "tokenizer.bpe*", "train_??????.bin*", "valid_??????.bin*")
     ours = [p for pattern in patterns for p in out_dir.glob(pattern)]
@@ -321,7 +321,7 @@ def write_shards(out_dir, sources, opts, flags, tok, progress):
 
 
 def encode_into_writers(batch, tok):
-    ids = tok.encode_batch([text for _, _, text in batch], num_threads=os.cpu_count())
+    ids = tok.encode_batch([text for _, _, text in batch])
     for (w, doc, _), doc_ids in zip(batch, ids, strict=True):
         w.add(doc, np.array([tok.eot_token, *doc_ids], dtype=np.uint16))
 
@@ -381,7 +381,7 @@ def load_meta(data_dir):
         raise ValueError(f"{data_dir}: no dataset here (no meta.json); {hint}") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ValueError(f"{path}: not valid JSON; {hint} --overwrite") from None
-    if not meta.get("complete") or meta.get("format_version") != VERSION:
+    if not isinstance(meta, dict) or not meta.get("complete") or meta.get("format_version") != VERSION:
         raise ValueError(
             f"{data_dir}: dataset is incomplete or of another version; re-run the prepare command "
             "that made it to finish it (or --overwrite)"
@@ -534,9 +534,14 @@ def val_batches(data_dir, batch_size, context, max_tokens, rank=0, world_size=1,
 
 
 # ---------------------------------------------------------------- command line
-def inspect(data_dir, tokens=200, seed=None, analysis_tokens=2_000_000):
+ANALYSIS_TOKENS = 2_000_000  # enough held-out code for the tokenizer analysis, quick to decode
+
+
+def inspect(data_dir, tokens=200, seed=None):
     """The dataset's counts, a random train window decoded back to text, and the book's tokenizer
     analysis measured on held-out code: the first documents of the valid split, decoded."""
+    if tokens < 1:
+        raise ValueError(f"--tokens {tokens}: need at least 1")
     meta = load_meta(data_dir)
     counts = {k: meta[k] for k in ("documents", "read", "docs", "tokens", "bytes_per_token")}
     print(json.dumps(counts, indent=1))
@@ -550,7 +555,7 @@ def inspect(data_dir, tokens=200, seed=None, analysis_tokens=2_000_000):
     print(f"--- train window {window} of {length} tokens ---")
     print(tok.decode(stream.windows([window], length)[0].tolist()) if length else "(empty)")
     valid = TokenStream(data_dir, "valid")
-    held_out = valid.windows([0], min(analysis_tokens, valid.n_tokens))[0].tolist()
+    held_out = valid.windows([0], min(ANALYSIS_TOKENS, valid.n_tokens))[0].tolist()
     docs = [d for d in tok.decode(held_out).split(bpe.EOT) if d]
     print("--- the tokenizer on held-out code ---")
     bpe.report(tok_path, docs, f"{len(docs)} documents of the valid split")

@@ -193,7 +193,7 @@ class GPT(nn.Module):
         if idx.is_cuda:  # captured before the prefill, which rewrites the slot 0 that capturing wrote
             decode = cuda_graph(decode)
         window = idx[:, -ctx:]  # (B,T') the tokens the model can see
-        logits = self._logits(window, cache, torch.arange(window.size(1), device=idx.device))[:, -1, :]
+        logits = self._logits(window, cache)[:, -1, :]  # prefill: positions 0..T'-1
         for step in range(max_new_tokens):
             new = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
             yield new
@@ -206,7 +206,7 @@ class GPT(nn.Module):
                 logits = decode()
             else:  # full: slide the window and recompute it from position 0
                 window = torch.cat([window[:, 1:], new[:, None]], dim=1)
-                logits = self._logits(window, cache, torch.arange(ctx, device=idx.device))[:, -1, :]
+                logits = self._logits(window, cache)[:, -1, :]
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
         """Return the prompt followed by max_new_tokens new tokens: (B, T + max_new_tokens)."""
