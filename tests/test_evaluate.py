@@ -15,6 +15,7 @@ import torch
 
 import data
 import evaluate
+import sample
 from bpe import Tokenizer
 from model import GPT, GPTConfig
 
@@ -189,7 +190,7 @@ def world(tmp_path_factory):
 
 
 def test_uniform_model_has_loss_ln_vocab_on_files_and_dataset(world):
-    model, tok = evaluate.load_model(world["uniform"])
+    model, tok = sample.load_model(world["uniform"])
     V = tok.vocab_size
     batches, _, bytes_per_token = evaluate.file_batches([world["src"]], model, tok, 4, None, "cpu")
     figures = evaluate.report(evaluate.mean_loss(model, batches), bytes_per_token)
@@ -233,7 +234,7 @@ def test_humaneval_cli_end_to_end(world, tmp_path):
 
 
 def test_same_seed_same_completions(world):
-    model, tok = evaluate.load_model(world["run"])
+    model, tok = sample.load_model(world["run"])
     problems = evaluate.load_problems(MINI)[:2]
     runs = [evaluate.generate_completions(model, tok, problems, 3, 2, 7, max_new_tokens=8) for _ in range(2)]
     assert runs[0] == runs[1] and len(runs[0]) == 2 and len(runs[0][0]) == 3
@@ -284,10 +285,13 @@ def test_the_command_line_turns_a_mistake_into_exit_code_2(tmp_path):
         (dict(limit=0), "--limit must be at least 1"),
         (dict(timeout=float("nan")), "--timeout above 0"),
         (dict(out="."), "must be a file in an existing folder"),
+        (dict(workers=0), "--workers and --limit must be at least 1"),
+        (dict(top_p=1.5), "top_p must be in"),
     ],
 )
 def test_settings_that_would_fail_after_generation_are_refused_first(change, message):
-    good = dict(k="1", n=1, batch_size=1, limit=None, timeout=3.0, out="results.jsonl")
+    good = dict(k="1", n=1, batch_size=1, limit=None, timeout=3.0, out="results.jsonl", max_new_tokens=8,
+                workers=None, temperature=0.2, top_p=0.95)  # fmt: skip
     with pytest.raises(ValueError, match=message):
         evaluate.check_humaneval_args(argparse.Namespace(**{**good, **change}))
 
