@@ -33,6 +33,7 @@ Run folder (out_dir):
 
 import difflib
 import importlib.util
+import io
 import json
 import math
 import os
@@ -108,9 +109,8 @@ class TrainConfig:
     wandb_project: str = "codeparrot"
 
 
-POSITIVE = (
-    "batch_size grad_accum max_steps context eval_interval eval_tokens log_interval save_interval".split()
-)
+POSITIVE = "lr batch_size grad_accum max_steps context eval_interval eval_tokens log_interval save_interval"
+NON_NEGATIVE = "min_lr weight_decay grad_clip keytoken_alpha keep_last"  # grad_clip < 0 would flip gradients
 # the names of the book's training script and of the HF Trainer, for readers porting a config
 BOOK_NAMES = {
     "learning_rate": "lr",
@@ -138,7 +138,7 @@ def load_config(argv) -> TrainConfig:
         except Exception as e:  # a typo in the user's file: say where, not a traceback into ours
             raise ValueError(f"{path}: {type(e).__name__}: {e}") from None
         for key, value in names.items():
-            if not key.startswith("_") and not isinstance(value, types.ModuleType):
+            if not key.startswith("_") and not isinstance(value, types.ModuleType) and not callable(value):
                 cfg = set_knob(cfg, key, value, where=str(path))
         argv = argv[1:]
     for arg in argv:
@@ -150,9 +150,14 @@ def load_config(argv) -> TrainConfig:
         allowed = get_args(f.type)  # the choices of a Literal knob; () for the others
         if allowed and getattr(cfg, f.name) not in allowed:
             raise ValueError(f"{f.name}={getattr(cfg, f.name)!r} is not one of {', '.join(allowed)}")
-    for key in POSITIVE:
-        if getattr(cfg, key) <= 0:
+    for key in POSITIVE.split():
+        if not getattr(cfg, key) > 0:  # written so that NaN fails too
             raise ValueError(f"{key}={getattr(cfg, key)} must be positive")
+    for key in NON_NEGATIVE.split():
+        if not getattr(cfg, key) >= 0:
+            raise ValueError(f"{key}={getattr(cfg, key)} must be zero or positive")
+    if not 0 <= cfg.beta2 < 1:
+        raise ValueError(f"beta2={cfg.beta2} must be in [0, 1)")
     return cfg
 
 
@@ -270,7 +275,7 @@ def keytoken_weighted_loss(x, y, logits, key_ids, alpha):
     """
     token_loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none")  # (B*T,)
     window = torch.cat([x, y[:, -1:]], dim=1)  # (B, T+1)
-    counts = torch.isin(window, key_ids.to(window.device)).sum(dim=1)  # (B,)
+    counts = torch.isin(window, key_ids).sum(dim=1)  # (B,)
     return (token_loss.view(y.shape).mean(dim=1) * alpha * (1.0 + counts)).mean()
 
 
@@ -343,23 +348,19 @@ def optimizer_step(run, stop_here) -> tuple[float, float, bool]:
 
 # --- 4. Evaluation ---------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(run, bytes_per_token) -> dict:
-    """Mean next-token loss over the fixed validation windows, summed over all ranks' disjoint shares."""
-    cfg, model = run.cfg, run.model  # the uncompiled model: no recompilation for eval mode
+def evaluate(run, batches, bytes_per_token) -> dict:
+    """Mean next-token loss over this rank's validation batches, summed over all ranks' disjoint shares."""
+    model = run.model  # the uncompiled model: no recompilation for eval mode
     model.eval()
-    total = torch.zeros(2, dtype=torch.float64, device=run.device)  # (sum of token losses, tokens)
-    batches = val_batches(
-        cfg.data_dir, cfg.batch_size, cfg.context, cfg.eval_tokens, run.rank, run.world, run.device
-    )
+    loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
     for x, y in batches:
         with run.autocast():
             _, loss = model(x, y)
-        total += torch.stack([loss.double() * y.numel(), torch.tensor(y.numel(), device=run.device)])
+        loss_sum += loss.double() * y.numel()
+    total = torch.stack([loss_sum, loss_sum.new_tensor(sum(y.numel() for _, y in batches))])
     if run.world > 1:
         dist.all_reduce(total)
     model.train()
-    if total[1] == 0:
-        raise ValueError(f"{cfg.data_dir}: the validation split has no window of {cfg.context + 1} tokens")
     loss = (total[0] / total[1]).item()
     perplexity, bits_per_byte = perplexity_and_bpb(loss, bytes_per_token)
     return {"step": run.step, "val_loss": loss, "val_ppl": perplexity, "val_bpb": bits_per_byte}
@@ -400,7 +401,7 @@ def save_checkpoint(run):
         shutil.rmtree(tmp, ignore_errors=True)
         run.model.save_pretrained(tmp)
         shutil.copy(Path(run.cfg.data_dir) / "tokenizer.bpe", tmp / "tokenizer.bpe")
-        (tmp / "train_config.json").write_text(json.dumps(asdict(run.cfg), indent=1) + "\n")
+        (tmp / "train_config.json").write_text(config_json(run.cfg))
         state = dict(step=run.step, tokens=run.tokens, skipped=run.skipped, world_size=run.world, rng=rngs)
         state |= {name: getattr(run, name).state_dict() for name in ("optimizer", "scaler", "loader")}
         torch.save(state, tmp / "train_state.pt")
@@ -417,7 +418,14 @@ def save_checkpoint(run):
 
 def load_checkpoint(run, folder):
     """Put `run` back where save_checkpoint left it: weights, optimizer, scaler, data, counters, RNG."""
-    run.model.load_state_dict(GPT.from_pretrained(folder).state_dict())
+    saved = GPT.from_pretrained(folder)
+    for knob in ("vocab_size", "context", "n_layer", "n_head", "n_embd"):
+        if getattr(saved.config, knob) != getattr(run.model.config, knob):
+            raise ValueError(
+                f"{folder}: its model has {knob}={getattr(saved.config, knob)}, this run's config "
+                f"{getattr(run.model.config, knob)}; resume with the config it was trained with"
+            )
+    run.model.load_state_dict(saved.state_dict())
     try:
         state = torch.load(folder / "train_state.pt", map_location=run.device, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
@@ -436,7 +444,7 @@ def load_checkpoint(run, folder):
         torch.manual_seed(run.cfg.seed + 1000 * run.step + run.rank)  # new world size: fresh, reproducible
 
 
-def open_run_folder(cfg, rank, world) -> Path | None:
+def checkpoint_to_resume(cfg) -> Path | None:
     """Refuse to overwrite a run unless resuming; returns the checkpoint to resume from, if any."""
     out = Path(cfg.out_dir)
     holds_run = any((out / name).exists() for name in ("config.json", "metrics.jsonl", "latest"))
@@ -444,17 +452,25 @@ def open_run_folder(cfg, rank, world) -> Path | None:
         raise ValueError(f"{out} already holds a run; continue it with --resume or choose another --out_dir")
     if cfg.resume and not (out / "latest").is_file():
         raise ValueError(f"{out}: no checkpoint to resume (no `latest` file); drop --resume to start fresh")
-    ckpt = latest_checkpoint(out) if cfg.resume else None
-    if world > 1:
-        dist.barrier()  # every rank has looked before rank 0 writes
-    if rank == 0:
+    return latest_checkpoint(out) if cfg.resume else None
+
+
+def start_run_folder(run, resumed):
+    """The run folder's config.json, and its metrics cut back to the resumed step; written only once the
+    whole set-up has worked, so a start that fails leaves no half-made run behind."""
+    if run.world > 1:
+        dist.barrier()  # every rank has looked at the folder before rank 0 writes
+    if run.rank == 0:
+        out = Path(run.cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / "config.json", json.dumps(asdict(cfg), indent=1) + "\n")
-        if ckpt and (out / "metrics.jsonl").exists():  # forget steps logged after the checkpoint
-            step = int(ckpt.name.rsplit("-", 1)[1])
-            kept = [r for r in read_metrics(out) if r["step"] <= step]
+        write_atomic(out / "config.json", config_json(run.cfg))
+        if resumed and (out / "metrics.jsonl").exists():  # forget steps logged after the checkpoint
+            kept = [r for r in read_metrics(out) if r["step"] <= run.step]
             write_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
-    return ckpt
+
+
+def config_json(cfg) -> str:
+    return json.dumps(asdict(cfg), indent=1) + "\n"
 
 
 def read_metrics(out_dir) -> list[dict]:
@@ -593,9 +609,10 @@ def plot_losses(out_dir):
             ax.plot(*zip(*points, strict=True), label=label, marker=marker)
     ax.set(xlabel="step", ylabel="loss (nats per token)", title=str(out_dir))
     ax.legend()
-    fig.savefig(out_dir / "loss.png.tmp", format="png", dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
-    os.replace(out_dir / "loss.png.tmp", out_dir / "loss.png")
+    write_atomic(out_dir / "loss.png", png.getvalue())
 
 
 # --- 7. The loop -----------------------------------------------------------------------------------------
@@ -618,14 +635,15 @@ def train_on(cfg, rank, world, device) -> dict:
     loader = Loader(
         cfg.data_dir, "train", cfg.batch_size, cfg.context, cfg.grad_accum, rank, world, cfg.seed, device
     )
-    ckpt = open_run_folder(cfg, rank, world)
+    ckpt = checkpoint_to_resume(cfg)
+    val = list(val_batches(cfg.data_dir, cfg.batch_size, cfg.context, cfg.eval_tokens, rank, world, device))
     say = print if rank == 0 else lambda *a: None
-    say(json.dumps(asdict(cfg), indent=1))
+    say(config_json(cfg).rstrip())
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = GPT(gpt_config).to(device)
     key_ids = torch.zeros(0, dtype=torch.long)
     if cfg.keytoken_alpha > 0:
-        key_ids = keytoken_ids(Tokenizer.load(Path(cfg.data_dir) / "tokenizer.bpe"))
+        key_ids = keytoken_ids(Tokenizer.load(Path(cfg.data_dir) / "tokenizer.bpe")).to(device)
     dtype = pick_dtype(cfg, device)
     optimizer = make_optimizer(model, cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -635,6 +653,7 @@ def train_on(cfg, rank, world, device) -> dict:
         say(f"resuming from {ckpt} at step {run.step}")
     else:
         torch.manual_seed(cfg.seed + rank)  # dropout masks differ across ranks
+    start_run_folder(run, resumed=ckpt is not None)
     if world > 1:
         run.train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:  # compiling the DDP module lets dynamo split graphs at gradient buckets: comm overlaps
@@ -655,7 +674,7 @@ def train_on(cfg, rank, world, device) -> dict:
         if run.step % cfg.log_interval == 0 or at_end:
             log.training(run, loss, norm)
         if (run.step % cfg.eval_interval == 0 or at_end) and not stopped:
-            result = evaluate(run, meta["bytes_per_token"]["valid"])
+            result = evaluate(run, val, meta["bytes_per_token"]["valid"])
             log.evaluation(result)
         if run.step % cfg.save_interval == 0 or at_end or stopped:
             save_checkpoint(run)
