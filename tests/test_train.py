@@ -124,6 +124,8 @@ def test_config_names_resolve_and_values_parse():
         (["--compile=maybe"], "is not a valid bool"),
         (["--schedule=cosin"], "not one of cosine, linear, constant"),
         (["nosuchconfig"], "config 'nosuchconfig' not found; use one of"),
+        (["--grad_clip=-1"], "grad_clip=-1.0 must be zero or positive"),  # would flip every gradient
+        (["--beta2=1"], r"beta2=1.0 must be in \[0, 1\)"),
     ],
 )
 def test_config_errors_are_clear(argv, message):
@@ -289,6 +291,17 @@ def test_resume_needs_a_checkpoint(dataset, tmp_path):
         train.train(config(dataset, tmp_path / "empty", resume=True))
     with pytest.raises(ValueError, match="no checkpoint here"):
         train.latest_checkpoint(tmp_path)
+
+
+def test_a_failed_start_writes_nothing_and_another_shape_cannot_resume(dataset, tmp_path):
+    with pytest.raises(ValueError, match="learning rate"):  # torch's AdamW refuses it (load_config does too)
+        train.train(config(dataset, tmp_path / "bad", lr=-1.0))
+    assert not (tmp_path / "bad").exists()  # so the corrected command starts without --resume
+    train.train(config(dataset, tmp_path / "run", max_steps=2))
+    before = (tmp_path / "run" / "config.json").read_text()
+    with pytest.raises(ValueError, match="its model has n_embd=32, this run's config 64"):
+        train.train(config(dataset, tmp_path / "run", max_steps=4, n_embd=64, resume=True))
+    assert (tmp_path / "run" / "config.json").read_text() == before
 
 
 def test_sigterm_saves_and_resume_matches_uninterrupted(dataset, tmp_path):
