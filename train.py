@@ -27,7 +27,7 @@ Run folder (out_dir):
     loss.png         both losses against the step, redrawn at the end of each start (needs matplotlib)
     ckpt-0001000/    model.safetensors + config.json (GPT.save_pretrained, so GPT.from_pretrained and
                      transformers load it), tokenizer.bpe, train_config.json, train_state.pt (optimizer,
-                     step, tokens seen, grad scaler, data-loader position, RNG states of every rank)
+                     step, grad scaler, data-loader position, RNG states of every rank)
     latest           name of the newest complete checkpoint folder
 """
 
@@ -295,8 +295,11 @@ class Run:
     loader: Loader
     key_ids: torch.Tensor
     step: int = 0  # optimizer steps done
-    tokens: int = 0  # training tokens seen, all ranks
     skipped: int = 0  # steps skipped for a non-finite loss or gradient norm
+
+    @property
+    def tokens(self) -> int:  # training tokens seen, all ranks (a resumed loader keeps its batch shape)
+        return self.step * self.loader.global_batch * self.cfg.context
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
@@ -342,7 +345,6 @@ def optimizer_step(run, stop_here) -> tuple[float, float, bool]:
     run.skipped += not finite
     run.optimizer.zero_grad(set_to_none=True)
     run.step += 1
-    run.tokens += cfg.batch_size * cfg.context * cfg.grad_accum * run.world
     return loss, norm, stops > 0
 
 
@@ -402,7 +404,7 @@ def save_checkpoint(run):
         run.model.save_pretrained(tmp)
         shutil.copy(Path(run.cfg.data_dir) / "tokenizer.bpe", tmp / "tokenizer.bpe")
         (tmp / "train_config.json").write_text(config_json(run.cfg))
-        state = dict(step=run.step, tokens=run.tokens, skipped=run.skipped, world_size=run.world, rng=rngs)
+        state = dict(step=run.step, skipped=run.skipped, world_size=run.world, rng=rngs)
         state |= {name: getattr(run, name).state_dict() for name in ("optimizer", "scaler", "loader")}
         torch.save(state, tmp / "train_state.pt")
         shutil.rmtree(final, ignore_errors=True)  # a leftover of a crashed run that never reached `latest`
@@ -434,7 +436,7 @@ def load_checkpoint(run, folder):
         ) from None
     for name in ("optimizer", "scaler", "loader"):
         getattr(run, name).load_state_dict(state[name])
-    run.step, run.tokens, run.skipped = state["step"], state["tokens"], state["skipped"]
+    run.step, run.skipped = state["step"], state["skipped"]
     if state["world_size"] == run.world:  # same processes: each continues its own random stream
         rng = state["rng"][run.rank]
         torch.set_rng_state(rng["cpu"].cpu())
@@ -660,7 +662,7 @@ def train_on(cfg, rank, world, device) -> dict:
         run.train_model = torch.compile(run.train_model)
     say(
         f"model: {model.num_params() / 1e6:.2f}M parameters, vocab {meta['vocab_size']}; "
-        f"{world} process(es) on {device}, {dtype}; {cfg.batch_size * cfg.grad_accum * world} sequences "
+        f"{world} process(es) on {device}, {dtype}; {loader.global_batch} sequences "
         f"of {cfg.context} tokens per step"
     )
 
