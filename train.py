@@ -27,7 +27,7 @@ Run folder (out_dir):
     loss.png         both losses against the step, redrawn at the end of each start (needs matplotlib)
     ckpt-0001000/    model.safetensors + config.json (GPT.save_pretrained, so GPT.from_pretrained and
                      transformers load it), tokenizer.bpe, train_config.json, train_state.pt (optimizer,
-                     step, grad scaler, data-loader position, RNG states of every rank)
+                     step, tokens seen, grad scaler, data-loader position, RNG states of every rank)
     latest           name of the newest complete checkpoint folder
 """
 
@@ -404,7 +404,7 @@ def save_checkpoint(run):
         run.model.save_pretrained(tmp)
         shutil.copy(Path(run.cfg.data_dir) / "tokenizer.bpe", tmp / "tokenizer.bpe")
         (tmp / "train_config.json").write_text(config_json(run.cfg))
-        state = dict(step=run.step, skipped=run.skipped, world_size=run.world, rng=rngs)
+        state = dict(step=run.step, tokens=run.tokens, skipped=run.skipped, world_size=run.world, rng=rngs)
         state |= {name: getattr(run, name).state_dict() for name in ("optimizer", "scaler", "loader")}
         torch.save(state, tmp / "train_state.pt")
         shutil.rmtree(final, ignore_errors=True)  # a leftover of a crashed run that never reached `latest`
