@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from bpe import Tokenizer
 from model import GPT, check_sampling
-from train import latest_checkpoint
+from train import keep_freed_memory, latest_checkpoint
 
 DEFAULT_RUN = "out/tiny"  # where demo.sh / `python train.py tiny` write the main job's model
 RULE = "\n" + "=" * 80 + "\n"  # the book's separator between completions
@@ -211,6 +211,7 @@ def main(argv=None):
                     top_k=args.top_k or None, top_p=args.top_p)  # fmt: skip
     check_settings(prompt, **settings)  # before the slow part, loading the model
     args.checkpoint = resolve_checkpoint(args.checkpoint)
+    keep_freed_memory()
     model, tok = load_model_from_args(args)
     steps = completion_steps(
         model, tok, prompt, **settings, seed=args.seed, stop_at_first_block=args.first_block
