@@ -81,8 +81,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=4)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    keep = "keep freed memory for reuse (train.keep_freed_memory), for both models"
+    parser.add_argument("--keep-freed-memory", action="store_true", help=keep)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.keep_freed_memory:
+        from train import keep_freed_memory
+
+        keep_freed_memory()
     import transformers
 
     threads = torch.get_num_threads()

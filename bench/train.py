@@ -2,6 +2,8 @@
 
     python bench/train.py                                  # CPU: fp32 eager, sizes "small" and "medium"
     python bench/train.py --device cuda --sizes gpt2 gpt2-xl --dtype bfloat16 --compile   # GPU: + MFU
+    python bench/train.py --keep-freed-memory --sides ours; python bench/train.py --sides transformers
+                                            # each side as its users run it (train.py keeps freed memory)
 
 A step is forward, backward, gradient clipping and the AdamW update, for the same model shape, batch,
 precision and compile setting on both sides, dropout 0. Ours is exactly what the training loop runs:
@@ -204,9 +206,13 @@ def main():
     sides = ["ours", "transformers"]
     parser.add_argument("--sides", nargs="+", default=sides, choices=sides, help="measure only these")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    keep = "this process keeps freed memory, as train.py's main does (both sides)"
+    parser.add_argument("--keep-freed-memory", action="store_true", help=keep)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.keep_freed_memory:
+        train.keep_freed_memory()
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")
