@@ -45,7 +45,7 @@ from bpe import Tokenizer, read_texts, write_atomic
 from data import load_meta, val_batches, val_windows
 from model import check_sampling
 from sample import add_model_args, complete, load_model_from_args
-from train import keep_freed_memory, latest_checkpoint, perplexity_and_bpb
+from train import latest_checkpoint, perplexity_and_bpb
 
 # Published HumanEval scores of CodeParrot 1.5B (its model card), in percent, keyed by k.
 CODEPARROT = {"CodeParrot 1.5B": {1: 3.99, 10: 8.69, 100: 17.88}}
@@ -389,7 +389,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    keep_freed_memory()
     args.func(args)
 
 

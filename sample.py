@@ -88,6 +88,8 @@ def load_model_from_args(args) -> tuple[GPT, Tokenizer]:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: this machine has no CUDA device; use --device cpu")
     args.dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
+    if device.type == "cpu":
+        keep_freed_memory()
     return load_model(args.checkpoint, args.tokenizer, args.device, args.dtype)
 
 
@@ -211,7 +213,6 @@ def main(argv=None):
                     top_k=args.top_k or None, top_p=args.top_p)  # fmt: skip
     check_settings(prompt, **settings)  # before the slow part, loading the model
     args.checkpoint = resolve_checkpoint(args.checkpoint)
-    keep_freed_memory()
     model, tok = load_model_from_args(args)
     steps = completion_steps(
         model, tok, prompt, **settings, seed=args.seed, stop_at_first_block=args.first_block

@@ -204,12 +204,14 @@ def parse_value(value, kind, what):
 def keep_freed_memory():
     """Have glibc's malloc keep freed memory for the next step instead of returning it to the system.
 
-    By default every block over 128 KiB is mmap'ed and unmapped again on free, so each step's large
-    tensors (the logits, their gradient: 64 MB each for 512 tokens x 32,768) come back as fresh pages that
-    fault in 4 KiB at a time: ~90,000 page faults and a quarter of a CPU step of the small model in
-    bench/model.py. PyTorch's CPU performance guide suggests jemalloc or tcmalloc for this; two mallopt
-    calls (no mmap, trim only past 1 GiB) give the same reuse with glibc alone. Elsewhere (macOS, musl)
-    nothing happens. Called by the command-line entry points, not on import: it is process-wide.
+    By default a block above the mmap threshold (128 KiB, raised as such blocks are freed, never past
+    32 MiB) is mapped from the system and unmapped on free, so each step's largest tensors (the logits and
+    their gradient: 64 MiB each for 512 tokens x 32,768) come back as fresh pages that fault in 4 KiB at a
+    time: ~90,000 page faults and a quarter of a CPU step of the small model in bench/model.py. PyTorch's
+    performance tuning guide suggests jemalloc or tcmalloc for this; two mallopt calls (no mmap, trim
+    only past 1 GiB) give the same reuse with glibc alone. Elsewhere (macOS, musl) nothing happens.
+    Called once a run is known to compute on the CPU; on a GPU node the host memory a checkpoint passes
+    through is better returned.
     """
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is not None:
@@ -230,6 +232,8 @@ def setup_distributed(cfg):
     if cuda:
         torch.cuda.set_device(device)
         torch.set_float32_matmul_precision("high")  # TF32 matmuls for whatever still runs in fp32
+    else:
+        keep_freed_memory()
     if world > 1:
         dist.init_process_group("nccl" if cuda else "gloo")
     return rank, world, device
@@ -713,7 +717,6 @@ def main(argv=None):
     if argv[:1] in (["-h"], ["--help"]):
         print(__doc__ + "\nusage: train.py [CONFIG] [--key=value ...]; knobs and defaults:")
         return print("\n".join(f"  --{k}={v!r}" for k, v in asdict(TrainConfig()).items()))
-    keep_freed_memory()
     train(load_config(argv))
 
 
