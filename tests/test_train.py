@@ -366,6 +366,14 @@ def test_activation_checkpointing_changes_nothing(dataset, tmp_path):
     assert_same_weights(weights(tmp_path / "plain"), weights(tmp_path / "ckpt"), exact=True)
 
 
+def test_compiled_with_checkpointing_trains_as_eager(dataset, tmp_path):
+    """The xl recipe compiles a checkpointed model: torch.compile must recompute the blocks in backward
+    and still give eager's weights (to rounding: compiled kernels fuse, so they round differently)."""
+    train.train(config(dataset, tmp_path / "eager", max_steps=3))
+    train.train(config(dataset, tmp_path / "compiled", max_steps=3, checkpointing=True, compile=True))
+    assert_same_weights(weights(tmp_path / "eager"), weights(tmp_path / "compiled"))
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_mixed_precision_trains_and_resumes(dataset, tmp_path, dtype):
     result = train.train(config(dataset, tmp_path / dtype, max_steps=3, dtype=dtype))
