@@ -371,7 +371,14 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
     # the whole vocabulary only when the head falls short (sorting 32,768 was ~14% of a CPU decode step).
     ranked, order = torch.topk(probs, min(64, probs.size(-1)))  # (B,64) most likely first
     if (ranked.sum(dim=-1) < top_p).any():
-        ranked, order = torch.sort(probs, dim=-1, descending=True)  # (B,V)
-    kept = ranked.masked_fill(ranked.cumsum(dim=-1) - ranked >= top_p, 0.0)
-    pick = torch.multinomial(kept, 1, generator=generator)  # (B,1) an index into `order`; renormalises
+        # Non-negative floats order as their bit patterns do, and torch sorts int32 1.5x faster on CPU.
+        bits, order = torch.sort(probs.view(torch.int32), dim=-1, descending=True)  # (B,V)
+        ranked = bits.view(torch.float32)
+    cum = ranked.cumsum(dim=-1)  # (B,K) the mass of each ranked token and of all above it
+    size = ((cum - ranked < top_p) & (ranked > 0)).sum(dim=-1, keepdim=True)  # (B,1) tokens kept, >= 1
+    # Inverse-CDF draw among the kept: one uniform number per row, where torch.multinomial would draw
+    # one per candidate (5.7 of 17 ms for 8 x 32,768 after the sort). The first rank whose cumulative
+    # mass exceeds u has positive probability; min() only guards against u rounding up to the total.
+    u = torch.rand(size.shape, generator=generator, device=cum.device) * cum.gather(-1, size - 1)  # (B,1)
+    pick = torch.minimum(torch.searchsorted(cum, u, right=True), size - 1)  # (B,1) an index into `order`
     return order.gather(-1, pick).squeeze(-1)  # (B,)

@@ -244,6 +244,9 @@ def test_top_k_1_is_greedy_and_temperature_0_is_argmax():
     greedy = logits.argmax(-1)
     assert torch.equal(sample_next(logits, 0.0, None, None, None), greedy)
     assert torch.equal(sample_next(logits, 1.5, 1, None, torch.Generator().manual_seed(1)), greedy)
+    many = logits.repeat(200, 1)  # top-k leaves exact zeros, which top-p 1.0 must still never draw
+    drawn = sample_next(many, 1.0, 3, 1.0, torch.Generator().manual_seed(2))
+    assert (many.topk(3).indices == drawn[:, None]).any(-1).all()
     with pytest.raises(ValueError, match="top_p"):
         sample_next(logits, 1.0, None, 1.5, None)
     with pytest.raises(ValueError, match="temperature"):  # NaN would reach multinomial as NaN probabilities
@@ -268,3 +271,7 @@ def test_top_p_on_a_large_vocabulary_keeps_exactly_the_nucleus(scale):
     assert (len(nucleus) > 64) == (scale < 1)  # both of sample_next's paths are taken
     drawn = sample_next(logits.repeat(20000, 1), 1.0, None, 0.9, torch.Generator().manual_seed(1))
     assert set(drawn.tolist()) == nucleus
+    if scale > 1:  # a few tokens: their shares are measurable (flat, sampling noise hides any bias)
+        kept = torch.zeros(300).index_fill_(0, torch.tensor(sorted(nucleus)), 1.0) * logits.softmax(-1)
+        seen = torch.bincount(drawn, minlength=300) / len(drawn)
+        assert (seen - kept / kept.sum()).abs().sum() / 2 < 0.02  # total variation from the renormalised
