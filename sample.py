@@ -80,7 +80,8 @@ def add_model_args(parser, required=True):
 
 def load_model_from_args(args) -> tuple[GPT, Tokenizer]:
     """load_model with the command line's checks: an unknown or absent device is one line, not a crash
-    deep in torch, and the dtype defaults to bfloat16 on CUDA (args.dtype is set to what was used)."""
+    deep in torch, and the dtype defaults to bfloat16 on CUDA (args.dtype is set to what was used). On the
+    CPU the process keeps freed memory for reuse (train.keep_freed_memory), as training does."""
     try:
         device = torch.device(args.device)
     except RuntimeError:
