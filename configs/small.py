@@ -20,3 +20,4 @@ seed = 1
 save_interval = 15_000
 eval_interval = 15_000  # the book evaluates whenever it saves
 log_interval = 100
+compile = True  # not in the book; bench/RESULTS.md's H100 figures are compiled (--compile=false: eager)

@@ -1,7 +1,7 @@
 # The CPU demo: a 1.3M-parameter GPT (4 layers x 128) on this Python's standard library. Sized by
-# measurement on a 2-core machine (bench/RESULTS.md, "train.py"): 7.5 min with other jobs running, about
-# 5.5 min when quiet; validation loss 8.3 (uniform) -> 3.85, 1.64 bits per byte. Not a recipe from the
-# book: the schedule and optimizer follow configs/small.py, scaled down.
+# measurement on a 2-core machine (bench/RESULTS.md, "train.py"): 3.5 min of training when quiet (7.5 min
+# with other jobs running, before train.py kept freed memory); validation loss 8.3 (uniform) -> 3.85, 1.64
+# bits per byte. Not a recipe from the book: the schedule and optimizer follow configs/small.py, scaled down.
 #   python data.py prepare --out out/stdlib --vocab-size 4096
 #   python train.py tiny
 data_dir = "out/stdlib"

@@ -20,3 +20,4 @@ seed = 1
 save_interval = 1_000
 eval_interval = 5_000
 log_interval = 10
+compile = True  # not in the book; bench/RESULTS.md's H100 figures are compiled (--compile=false: eager)
