@@ -274,12 +274,13 @@ def test_grad_accumulation_equals_one_big_batch(dataset, tmp_path):
     assert_same_weights(weights(tmp_path / "big"), weights(tmp_path / "acc"))
 
 
-def test_ddp_two_processes_equal_one_with_twice_the_accumulation(dataset, tmp_path):
-    cfg = config(dataset, tmp_path / "ddp", batch_size=2, grad_accum=2, max_steps=4)
+@pytest.mark.parametrize("compile", [False, True])  # compiled: dynamo splits the graph at DDP's buckets
+def test_ddp_two_processes_equal_one_with_twice_the_accumulation(dataset, tmp_path, compile):
+    cfg = config(dataset, tmp_path / "ddp", batch_size=2, grad_accum=2, max_steps=4, compile=compile)
     cmd = ["torchrun", "--standalone", "--nproc_per_node=2", "train.py", *cli(cfg)]
     result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    train.train(config(dataset, tmp_path / "one", batch_size=2, grad_accum=4, max_steps=4))
+    train.train(config(dataset, tmp_path / "one", batch_size=2, grad_accum=4, max_steps=4, compile=compile))
     assert_same_weights(weights(tmp_path / "ddp"), weights(tmp_path / "one"))
     for step, loss in logged(tmp_path / "one").items():
         assert logged(tmp_path / "ddp")[step] == pytest.approx(loss, rel=1e-5)
