@@ -367,6 +367,13 @@ def test_activation_checkpointing_changes_nothing(dataset, tmp_path):
     assert_same_weights(weights(tmp_path / "plain"), weights(tmp_path / "ckpt"), exact=True)
 
 
+def test_compile_without_a_cpu_compiler_is_one_line(dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    with pytest.raises(ValueError, match="needs a C\\+\\+ compiler"):
+        train.train(config(dataset, tmp_path / "run", compile=True))
+    assert not (tmp_path / "run").exists()
+
+
 def test_compiled_with_checkpointing_trains_as_eager(dataset, tmp_path):
     """The xl recipe compiles a checkpointed model: torch.compile must recompute the blocks in backward
     and still give eager's weights (to rounding: compiled kernels fuse, so they round differently)."""
