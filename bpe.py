@@ -360,8 +360,10 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path, pattern=None, special_tokens=None) -> "Tokenizer":
-        """Our JSON file, or a tiktoken ranks file ("base64 rank" lines: GPT-2 pattern and <|endoftext|>
-        after the last rank unless given)."""
+        """Our JSON file, a tiktoken ranks file ("base64 rank" lines: GPT-2 pattern and <|endoftext|>
+        after the last rank unless given), or a folder holding HF's vocab.json + merges.txt."""
+        if Path(path).is_dir():
+            return cls.from_hf(path)
         text = Path(path).read_bytes().decode("utf-8", errors="replace")
         try:
             if text.startswith("{"):
@@ -375,6 +377,27 @@ class Tokenizer:
             raise ValueError(
                 f"{path}: not a usable bpe.py tokenizer or tiktoken ranks file ({type(e).__name__}: {e})"
             ) from None
+
+    @classmethod
+    def from_hf(cls, folder) -> "Tokenizer":
+        """GPT-2's vocab.json {token in printable stand-ins: id} + merges.txt, as HF GPT-2 folders (and
+        save_hf) hold them. The ids become tiktoken's ranks, so each merge must make a higher id than the
+        merges before it, as BPE trainers number them; what is neither a byte nor a merge is special."""
+        folder = Path(folder)
+        from_stand_ins = {c: b for b, c in BYTE_TO_UNICODE.items()}
+        try:
+            vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+            lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()
+            merged = ["".join(line.split(" ")) for line in lines if line and not line.startswith("#version")]
+            ids = [vocab[token] for token in merged]
+            regular = set(BYTE_TO_UNICODE.values()) | set(merged)
+            ranks = {bytes(from_stand_ins[c] for c in t): i for t, i in vocab.items() if t in regular}
+        except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:  # JSONDecodeError: ValueError
+            problem = f"{type(e).__name__}: {e}"
+            raise ValueError(f"{folder}: no usable vocab.json + merges.txt ({problem})") from None
+        if any(a >= b for a, b in zip(ids, ids[1:], strict=False)):
+            raise ValueError(f"{folder}: vocab.json's ids must rise in merges.txt's order (tiktoken's ranks)")
+        return cls(ranks, GPT2_PATTERN, {t: i for t, i in vocab.items() if t not in regular})
 
     @classmethod
     def from_tiktoken(cls, name: str) -> "Tokenizer":

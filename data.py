@@ -92,7 +92,7 @@ class Options:
     min_alnum: float = 0.25
     dedup: bool = True
     valid_share: float = 0.05
-    tokenizer: str = ""  # a tokenizer file or a tiktoken name ("gpt2"); empty: train one on the train split
+    tokenizer: str = ""  # a file, an HF vocab.json + merges.txt folder or a tiktoken name; empty: train one
     vocab_size: int = 8192
     tokenizer_sample_mb: float = 20.0
     shard_tokens: int = 100_000_000  # llm.c's FineWeb shard size
@@ -172,11 +172,12 @@ def file_sha256(path):
 
 
 def given_tokenizer(opts):
-    """The tokenizer named by --tokenizer (a file or a tiktoken name), or None when we train one."""
+    """The tokenizer named by --tokenizer (a file, an HF vocab.json + merges.txt folder, or a tiktoken
+    name), or None when we train one."""
     if not opts.tokenizer:
         return None
-    is_file = Path(opts.tokenizer).is_file()
-    tok = bpe.Tokenizer.load(opts.tokenizer) if is_file else bpe.Tokenizer.from_tiktoken(opts.tokenizer)
+    is_path = Path(opts.tokenizer).exists()
+    tok = bpe.Tokenizer.load(opts.tokenizer) if is_path else bpe.Tokenizer.from_tiktoken(opts.tokenizer)
     if tok.vocab_size > 1 << 16:
         raise ValueError(
             f"{opts.tokenizer}: {tok.vocab_size} tokens do not fit the uint16 shards "
@@ -226,7 +227,8 @@ def make_recipe(sources, options):
             raise ValueError(f"need {need}")
     sources = [Path(s).resolve() for s in sources] if sources else stdlib_sources(opts.glob)
     is_file = Path(opts.tokenizer).is_file()
-    opts.tokenizer = str(Path(opts.tokenizer).resolve()) if is_file else opts.tokenizer
+    if opts.tokenizer and Path(opts.tokenizer).exists():  # a path, not a tiktoken name ("" is not ".")
+        opts.tokenizer = str(Path(opts.tokenizer).resolve())
     recipe = {"sources": [str(s) for s in sources], "options": asdict(opts)}
     recipe["tokenizer_source_sha256"] = file_sha256(opts.tokenizer) if is_file else None
     return opts, sources, json.loads(json.dumps(recipe))  # tuples become lists, as meta.json gives them back

@@ -48,11 +48,15 @@ def first_block(text: str) -> str:
 
 def load_model(checkpoint, tokenizer=None, device="cpu", dtype="float32") -> tuple[GPT, Tokenizer]:
     """A run folder (its latest checkpoint), a checkpoint folder or an HF-format GPT-2 folder -> model in
-    eval mode on `device` in `dtype`, and its tokenizer (`tokenizer` file, else tokenizer.bpe beside it)."""
+    eval mode on `device` in `dtype`, and its tokenizer: `tokenizer` (a file, or a folder with HF's
+    vocab.json + merges.txt), else tokenizer.bpe beside the weights, else their folder's vocab.json."""
     folder = latest_checkpoint(checkpoint)
     tok_path = Path(tokenizer) if tokenizer else folder / "tokenizer.bpe"
-    if not tok_path.is_file():
-        raise FileNotFoundError(f"no tokenizer file {tok_path}: pass --tokenizer FILE (a tokenizer.bpe)")
+    if not tokenizer and not tok_path.exists() and (folder / "vocab.json").is_file():
+        tok_path = folder  # an HF GPT-2 folder
+    if not tok_path.exists():
+        need = "a tokenizer.bpe, or a folder with vocab.json + merges.txt"
+        raise FileNotFoundError(f"no tokenizer {tok_path}: pass --tokenizer ({need})")
     tok = Tokenizer.load(tok_path)
     model = GPT.from_pretrained(folder)
     if tok.vocab_size != model.config.vocab_size:
@@ -70,7 +74,9 @@ def add_model_args(parser, required=True):
         "--checkpoint", required=required, help=f"run folder, checkpoint folder or HF GPT-2 folder{where}"
     )
     parser.add_argument(
-        "--tokenizer", help="tokenizer file (default: tokenizer.bpe in the checkpoint folder)"
+        "--tokenizer",
+        help="tokenizer.bpe, or a folder with HF's vocab.json + merges.txt "
+        "(default: tokenizer.bpe, else vocab.json, in the checkpoint folder)",
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(

@@ -158,6 +158,19 @@ def test_save_load_and_tiktoken_file(tok, tmp_path):
         bpe.Tokenizer.load(tmp_path / "two_bytes.tiktoken")
 
 
+def test_hf_folder_loads_back_and_bad_ones_are_refused(tok, tmp_path):
+    tok.save_hf(tmp_path / "hf")
+    back = bpe.Tokenizer.load(tmp_path / "hf")  # a folder: vocab.json + merges.txt
+    assert (back.ranks, back.pattern, back.special_tokens) == (tok.ranks, tok.pattern, tok.special_tokens)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: no usable vocab.json"):
+        bpe.Tokenizer.load(tmp_path / "empty")
+    merges = (tmp_path / "hf/merges.txt").read_text().splitlines()
+    (tmp_path / "hf/merges.txt").write_text("\n".join([merges[0], merges[2], merges[1], *merges[3:]]))
+    with pytest.raises(ValueError, match="ids must rise in merges.txt's order"):
+        bpe.Tokenizer.load(tmp_path / "hf")
+
+
 def test_from_tiktoken_unknown_name():
     with pytest.raises(ValueError, match="cannot load"):
         bpe.Tokenizer.from_tiktoken("no-such-encoding")
@@ -177,6 +190,10 @@ def test_merges_equal_hf_bpe_trainer(tok, texts, tmp_path):
     hf.model.save(str(tmp_path))
     tok.save_hf(tmp_path / "ours")
     assert (tmp_path / "ours/merges.txt").read_text() == (tmp_path / "merges.txt").read_text()
+    theirs = bpe.Tokenizer.load(tmp_path)  # HF numbers <|endoftext|> 0 and the bytes from 1: ids kept
+    assert theirs.special_tokens == {bpe.EOT: 0}
+    samples = [s for s in TRICKY + texts[:5] if bpe.EOT not in s]  # HF would read it as the special token
+    assert [e.ids for e in hf.encode_batch(samples)] == theirs.encode_batch(samples)
 
 
 def test_hf_export_encodes_identically(tok, texts, tmp_path):

@@ -279,6 +279,11 @@ def test_prepare_with_given_tokenizer_and_keywords(tmp_path, capsys):
         progress=False,
     )
     assert meta["tokenizer_sha256"] == first["tokenizer_sha256"]
+    data.bpe.Tokenizer.load(tmp_path / "a" / "tokenizer.bpe").save_hf(tmp_path / "hf")
+    from_hf = data.prepare(tmp_path / "d", sources[:1], min_size=0, tokenizer=str(tmp_path / "hf"),
+                           keywords=("m1", "m3"), progress=False)  # fmt: skip
+    assert from_hf["tokenizer_sha256"] == first["tokenizer_sha256"]  # HF's vocab.json: the same tokenizer
+    assert from_hf["tokens"] == meta["tokens"]
     assert meta["documents"]["dropped_keywords"] == meta["documents"]["seen"] - meta["documents"]["kept"] > 0
     assert "keyword filter kept" in capsys.readouterr().out
     with pytest.raises(ValueError, match="65,536"):

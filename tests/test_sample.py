@@ -219,6 +219,15 @@ def test_bad_checkpoints_are_one_line_errors(ckpt, tmp_path):
     assert tok.vocab_size == model.config.vocab_size
 
 
+def test_an_hf_folder_is_read_with_its_vocab_json(loaded, tmp_path):
+    model, tok = loaded
+    model.save_pretrained(tmp_path)  # config.json + model.safetensors
+    tok.save_hf(tmp_path)  # vocab.json + merges.txt, as HF GPT-2 folders hold them; no tokenizer.bpe
+    theirs, hf_tok = sample.load_model(tmp_path)
+    greedy = partial(sample.complete, prompt=PROMPT, max_new_tokens=16, temperature=0)
+    assert greedy(theirs, hf_tok) == greedy(model, tok)
+
+
 class Recorder(io.StringIO):
     """stdout that remembers what was written between flushes."""
 
