@@ -11,6 +11,8 @@ sequence length (book ch.10), which doubles the context the model sees for the s
 Byte-level (GPT-2): the 256 byte values are the base vocabulary, so any string is encodable and no
 token is ever unknown. Ids 0..255 are the bytes, 256.. the merges in the order learned, then the
 special tokens (`<|endoftext|>` separates documents). Lone surrogates (no UTF-8 form) become U+FFFD.
+A tokenizer also goes out to and comes back from tiktoken's ranks files and HF's vocab.json + merges.txt
+(what GPT-2 folders on the hub hold), so existing GPT-2 tokenizers load too.
 
 Known divergence: the `regex` package (training, encode_reference) knows newer Unicode than the Rust
 regex inside tiktoken (encode): ~4,600 letters assigned in Unicode 16-17 (e.g. U+0C5C, CJK extension J)
