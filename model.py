@@ -9,7 +9,7 @@ n_layer pre-LayerNorm blocks of causal self-attention and a 4x tanh-GELU MLP, a 
 LM head tied to the token embedding. The book (NLP with Transformers, ch.10) trains it from scratch
 on Python code as CodeParrot: "gpt2" (111M) and "gpt2-xl" (1.5B) with a 32,768-token vocabulary.
 Checkpoints are Hugging Face-format folders (config.json + model.safetensors) both ways, so existing
-GPT-2 checkpoints load here and ours load in transformers.
+GPT-2 checkpoints load here (older ones' pytorch_model.bin too) and ours load in transformers.
 """
 
 import json
@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.checkpoint import checkpoint
 
@@ -236,17 +235,17 @@ class GPT(nn.Module):
     def from_pretrained(cls, path):
         path = Path(path)
         config_file, weights_file = path / "config.json", path / "model.safetensors"
+        if not weights_file.is_file() and (path / "pytorch_model.bin").is_file():
+            weights_file = path / "pytorch_model.bin"  # what checkpoints saved before safetensors hold
         for f in (config_file, weights_file):
             if not f.is_file():
-                raise FileNotFoundError(f"{f}: not found; a GPT-2 dir holds config.json + model.safetensors")
+                holds = "config.json + model.safetensors (or pytorch_model.bin)"
+                raise FileNotFoundError(f"{f}: not found; a GPT-2 dir holds {holds}")
         config = cls._config_from_hf(config_file)
         with torch.device("meta"):  # no memory, no init: every tensor comes from the file
             model = cls(config)
         expected = model.state_dict()
-        try:
-            tensors = load_file(weights_file)
-        except SafetensorError as e:  # a truncated or foreign file: say which, not a Rust traceback
-            raise ValueError(f"{weights_file}: not a readable safetensors file ({e})") from None
+        tensors = cls._read_weights(weights_file)
         state = {}
         for key, tensor in tensors.items():
             if key.endswith((".attn.bias", ".attn.masked_bias")):  # causal-mask buffers of old versions
@@ -267,6 +266,22 @@ class GPT(nn.Module):
         model.load_state_dict({k: v.float().contiguous() for k, v in state.items()}, assign=True)
         model.lm_head.weight = model.transformer.wte.weight  # assign=True made two Parameters; re-tie
         return model
+
+    @staticmethod
+    def _read_weights(weights_file) -> dict:
+        """{name: tensor} from safetensors, or from a pickled state dict read with weights_only, which
+        refuses anything but tensors and containers: a .bin cannot run code on loading."""
+        try:
+            if weights_file.suffix == ".bin":
+                tensors = torch.load(weights_file, map_location="cpu", weights_only=True)
+            else:
+                tensors = load_file(weights_file)
+        except Exception as e:  # truncated or foreign bytes make the readers raise all kinds of errors
+            problem = f"{type(e).__name__}: {e}"  # one line, not a Rust or unpickler traceback
+            raise ValueError(f"{weights_file}: not a readable weights file ({problem})") from None
+        if not isinstance(tensors, dict):
+            raise ValueError(f"{weights_file}: holds a {type(tensors).__name__}, not a state dict")
+        return tensors
 
     @staticmethod
     def _config_from_hf(config_file):

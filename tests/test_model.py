@@ -147,6 +147,17 @@ def test_save_then_load_is_exact_and_keeps_other_files(tmp_path):
     assert config["model_type"] == "gpt2" and config["activation_function"] == "gelu_new"
 
 
+def test_loads_a_pickled_pytorch_model_bin(tmp_path):
+    """Checkpoints saved before safetensors hold pytorch_model.bin: the same names, pickled."""
+    m = tiny_model()
+    m.save_pretrained(tmp_path)
+    torch.save(load_file(tmp_path / "model.safetensors"), tmp_path / "pytorch_model.bin")
+    (tmp_path / "model.safetensors").unlink()
+    loaded = GPT.from_pretrained(tmp_path)
+    for (name, a), (_, b) in zip(m.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
 def broken_copy(tmp_path, config_edit=None, weights_edit=None):
     """A saved tiny model with its config.json or weights edited."""
     path = tmp_path / "bad"
@@ -183,8 +194,16 @@ def test_bad_checkpoint_dirs_say_what_is_wrong(tmp_path):
             GPT.from_pretrained(broken_copy(tmp_path, **edits))
     path = broken_copy(tmp_path)
     (path / "model.safetensors").write_bytes(b"truncated")
-    with pytest.raises(ValueError, match="model.safetensors: not a readable safetensors file"):
+    with pytest.raises(ValueError, match="model.safetensors: not a readable weights file"):
         GPT.from_pretrained(path)
+    (path / "model.safetensors").unlink()
+    for junk, message in [(b"truncated", "not a readable weights file"), (None, "holds a Tensor")]:
+        if junk is None:
+            torch.save(torch.zeros(2), path / "pytorch_model.bin")
+        else:
+            (path / "pytorch_model.bin").write_bytes(junk)
+        with pytest.raises(ValueError, match=f"pytorch_model.bin: {message}"):
+            GPT.from_pretrained(path)
     path = broken_copy(tmp_path)
     (path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="config.json: not valid JSON"):
