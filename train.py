@@ -403,7 +403,8 @@ def latest_checkpoint(path) -> Path:
     path = Path(path)
     if (path / "latest").is_file():
         return path / (path / "latest").read_text().strip()
-    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+    weights = ("model.safetensors", "pytorch_model.bin")  # the second in HF folders older than safetensors
+    if (path / "config.json").is_file() and any((path / w).is_file() for w in weights):
         return path
     raise ValueError(
         f"{path}: no checkpoint here (no `latest`, no config.json + model.safetensors); "

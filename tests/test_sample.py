@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import sample
 from bpe import Tokenizer
@@ -226,6 +227,10 @@ def test_an_hf_folder_is_read_with_its_vocab_json(loaded, tmp_path):
     theirs, hf_tok = sample.load_model(tmp_path)
     greedy = partial(sample.complete, prompt=PROMPT, max_new_tokens=16, temperature=0)
     assert greedy(theirs, hf_tok) == greedy(model, tok)
+    weights = tmp_path / "model.safetensors"  # an older folder: the same tensors pickled
+    torch.save(load_file(weights), tmp_path / "pytorch_model.bin")
+    weights.unlink()
+    assert greedy(*sample.load_model(tmp_path)) == greedy(model, tok)
 
 
 class Recorder(io.StringIO):
