@@ -1,0 +1,37 @@
+"""bench/: each benchmark still runs end to end, at toy sizes, so a GPU session spends its time measuring.
+
+The figures themselves are not asserted (speed lives in bench/RESULTS.md); what is checked is that every
+script gets as far as printing the ratio against its peer.
+"""
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = all(importlib.util.find_spec(m) for m in ("transformers", "tokenizers"))
+
+
+@pytest.mark.skipif(not PEERS, reason="the benchmarks compare with transformers (requirements-dev.txt)")
+@pytest.mark.parametrize(
+    "script, args, ratio",
+    [
+        ("train.py", ["--sizes", "tiny", "--vocab", "512", "--batch", "2", "--reps", "1", "--rounds", "1",
+                      "--warmup", "1"], r"ours / transformers: wall [\d.]+x"),
+        ("model.py", ["--reps", "1"], r"medium .*\n.*speed-up +[\d.]+x"),
+        ("sample.py", ["--sizes", "tiny", "--samples", "2", "--new-tokens", "4", "--repeat", "1"],
+         r"tiny +2 +[\d,.]+ +[\d,.]+ +[\d.]+x"),
+        ("bpe.py", ["--limit-mb", "1", "--vocab-size", "600"], r"encode MB/s: ours .* ratio [\d.]+"),
+    ],
+)  # fmt: skip
+def test_benchmark_runs_to_its_ratio(script, args, ratio):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, f"bench/{script}", *args]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(ratio, result.stdout), result.stdout[-3000:]
