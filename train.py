@@ -38,7 +38,6 @@ import io
 import json
 import math
 import os
-import pickle
 import shutil
 import signal
 import sys
@@ -453,9 +452,10 @@ def load_checkpoint(run, folder):
     run.model.load_state_dict(saved.state_dict())
     try:
         state = torch.load(folder / "train_state.pt", map_location=run.device, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
+    except Exception as e:  # missing, or junk, on which the weights-only unpickler raises all kinds of errors
         raise ValueError(
-            f"{folder / 'train_state.pt'}: unreadable ({e}); put an earlier checkpoint's name in `latest`"
+            f"{folder / 'train_state.pt'}: unreadable ({type(e).__name__}: {e}); "
+            "put an earlier checkpoint's name in `latest`"
         ) from None
     for name in ("optimizer", "scaler", "loader"):
         getattr(run, name).load_state_dict(state[name])

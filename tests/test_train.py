@@ -321,6 +321,12 @@ def test_resume_needs_a_checkpoint(dataset, tmp_path):
         train.train(config(dataset, tmp_path / "empty", resume=True))
     with pytest.raises(ValueError, match="no checkpoint here"):
         train.latest_checkpoint(tmp_path)
+    train.train(config(dataset, tmp_path / "run", max_steps=2))
+    state = train.latest_checkpoint(tmp_path / "run") / "train_state.pt"
+    for damage in (lambda: state.write_bytes(b"junk"), state.unlink):  # torn, then gone
+        damage()
+        with pytest.raises(ValueError, match="train_state.pt: unreadable .*earlier checkpoint"):
+            train.train(config(dataset, tmp_path / "run", max_steps=4, resume=True))
 
 
 def test_a_failed_start_writes_nothing_and_another_shape_cannot_resume(dataset, tmp_path):
