@@ -401,7 +401,11 @@ def latest_checkpoint(path) -> Path:
     """Run folder -> its newest checkpoint; a checkpoint or any HF-format GPT-2 folder -> itself."""
     path = Path(path)
     if (path / "latest").is_file():
-        return path / (path / "latest").read_text().strip()
+        newest = path / (path / "latest").read_text().strip()
+        if not newest.is_dir():
+            raise ValueError(f"{path / 'latest'} names {newest.name!r}, which is not there; "
+                             "write the name of an existing ckpt-* folder into it")  # fmt: skip
+        return newest
     weights = ("model.safetensors", "pytorch_model.bin")  # the second in HF folders older than safetensors
     if (path / "config.json").is_file() and any((path / w).is_file() for w in weights):
         return path

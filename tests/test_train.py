@@ -327,6 +327,9 @@ def test_resume_needs_a_checkpoint(dataset, tmp_path):
         damage()
         with pytest.raises(ValueError, match="train_state.pt: unreadable .*earlier checkpoint"):
             train.train(config(dataset, tmp_path / "run", max_steps=4, resume=True))
+    (tmp_path / "run" / "latest").write_text("ckpt-0009999\n")
+    with pytest.raises(ValueError, match="latest names 'ckpt-0009999', which is not there"):
+        train.train(config(dataset, tmp_path / "run", max_steps=4, resume=True))
 
 
 def test_a_failed_start_writes_nothing_and_another_shape_cannot_resume(dataset, tmp_path):
