@@ -476,6 +476,8 @@ def load_checkpoint(run, folder):
 def checkpoint_to_resume(cfg) -> Path | None:
     """Refuse to overwrite a run unless resuming; returns the checkpoint to resume from, if any."""
     out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: out_dir is a file, not a folder; choose another --out_dir")
     holds_run = any((out / name).exists() for name in ("config.json", "metrics.jsonl", "latest"))
     if holds_run and not cfg.resume:
         raise ValueError(f"{out} already holds a run; continue it with --resume or choose another --out_dir")

@@ -319,6 +319,9 @@ def test_resume_is_exact_and_checkpoints_are_complete(dataset, tmp_path):
 def test_resume_needs_a_checkpoint(dataset, tmp_path):
     with pytest.raises(ValueError, match="no checkpoint to resume"):
         train.train(config(dataset, tmp_path / "empty", resume=True))
+    (tmp_path / "a_file").touch()
+    with pytest.raises(ValueError, match="a_file: out_dir is a file"):
+        train.train(config(dataset, tmp_path / "a_file"))
     with pytest.raises(ValueError, match="no checkpoint here"):
         train.latest_checkpoint(tmp_path)
     train.train(config(dataset, tmp_path / "run", max_steps=2))
