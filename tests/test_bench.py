@@ -15,14 +15,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = all(importlib.util.find_spec(m) for m in ("transformers", "tokenizers"))
+TOY_TRAIN = "--sizes tiny --vocab 512 --batch 2 --reps 1 --rounds 1 --warmup 1".split()
 
 
 @pytest.mark.skipif(not PEERS, reason="the benchmarks compare with transformers (requirements-dev.txt)")
 @pytest.mark.parametrize(
     "script, args, ratio",
     [
-        ("train.py", ["--sizes", "tiny", "--vocab", "512", "--batch", "2", "--reps", "1", "--rounds", "1",
-                      "--warmup", "1"], r"ours / transformers: wall [\d.]+x"),
+        ("train.py", TOY_TRAIN, r"ours / transformers: wall [\d.]+x"),
+        ("train.py", ["--as-run", *TOY_TRAIN], r"each as run: ours .*: [\d.]+x"),
         ("model.py", ["--reps", "1"], r"medium .*\n.*speed-up +[\d.]+x"),
         ("sample.py", ["--sizes", "tiny", "--samples", "2", "--new-tokens", "4", "--repeat", "1"],
          r"tiny +2 +[\d,.]+ +[\d,.]+ +[\d.]+x"),
