@@ -226,10 +226,10 @@ def make_recipe(sources, options):
         if not ok:
             raise ValueError(f"need {need}")
     sources = [Path(s).resolve() for s in sources] if sources else stdlib_sources(opts.glob)
-    is_file = Path(opts.tokenizer).is_file()
     if opts.tokenizer and Path(opts.tokenizer).exists():  # a path, not a tiktoken name ("" is not ".")
         opts.tokenizer = str(Path(opts.tokenizer).resolve())
     recipe = {"sources": [str(s) for s in sources], "options": asdict(opts)}
+    is_file = opts.tokenizer and Path(opts.tokenizer).is_file()  # a folder (HF's files) is not hashed
     recipe["tokenizer_source_sha256"] = file_sha256(opts.tokenizer) if is_file else None
     return opts, sources, json.loads(json.dumps(recipe))  # tuples become lists, as meta.json gives them back
 

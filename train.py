@@ -232,6 +232,11 @@ def setup_distributed(cfg):
         torch.cuda.set_device(device)
         torch.set_float32_matmul_precision("high")  # TF32 matmuls for whatever still runs in fp32
     else:
+        cxx = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")  # as inductor picks
+        if cfg.compile and not shutil.which(cxx):
+            raise ValueError(f"compile=True on the CPU needs a C++ compiler for the code torch.compile "
+                             f"generates, and {cxx!r} is not found: install it (or point $CXX at one), "
+                             "or pass --compile=false")  # fmt: skip
         keep_freed_memory()
     if world > 1:
         dist.init_process_group("nccl" if cuda else "gloo")
@@ -663,11 +668,6 @@ def train(cfg) -> dict:
 def train_on(cfg, rank, world, device) -> dict:
     meta = load_meta(cfg.data_dir)
     gpt_config = model_config(cfg, meta["vocab_size"])  # a bad size fails here, before anything is written
-    cxx = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")  # what inductor calls
-    if cfg.compile and device.type == "cpu" and not shutil.which(cxx):
-        raise ValueError(f"compile=True on the CPU needs a C++ compiler for the code torch.compile "
-                         f"generates, and {cxx!r} is not found: install it (or point $CXX at one), "
-                         "or pass --compile=false")  # fmt: skip
     loader = Loader(
         cfg.data_dir, "train", cfg.batch_size, cfg.context, cfg.grad_accum, rank, world, cfg.seed, device
     )

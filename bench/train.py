@@ -225,7 +225,7 @@ def main():
     sides = ["ours", "transformers"]
     parser.add_argument("--sides", nargs="+", default=sides, choices=sides, help="measure only these")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    keep = "this process keeps freed memory, as train.py's main does (both sides)"
+    keep = "this process keeps freed memory, as train.py does on the CPU (both sides)"
     parser.add_argument("--keep-freed-memory", action="store_true", help=keep)
     parser.add_argument("--as-run", action="store_true", help="CPU: each side in its own process, as run")
     args = parser.parse_args()
