@@ -38,14 +38,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from bpe import Tokenizer, read_texts, write_atomic
 from data import load_meta, val_batches, val_windows
 from model import check_sampling
 from sample import add_model_args, complete, load_model_from_args
-from train import latest_checkpoint, perplexity_and_bpb
+from train import latest_checkpoint, perplexity_and_bpb, summed_loss
 
 # Published HumanEval scores of CodeParrot 1.5B (its model card), in percent, keyed by k.
 CODEPARROT = {"CodeParrot 1.5B": {1: 3.99, 10: 8.69, 100: 17.88}}
@@ -275,19 +274,6 @@ def humaneval(args):
 
 
 # --------------------------------------------------------------------------------------------- perplexity
-@torch.inference_mode()
-def mean_loss(model, batches) -> float:
-    """Mean next-token cross-entropy in nats over all target tokens (float32 logits, whatever the dtype)."""
-    total, count = 0.0, 0
-    for x, y in batches:
-        logits, _ = model(x)
-        total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
-        count += y.numel()
-    if not count:
-        raise ValueError("no tokens to evaluate on: give more text (--data)")
-    return total / count
-
-
 def dataset_batches(data_dir, model, tok, batch_size, max_tokens, device):
     """A prepared dataset's validation batches, how many, and its bytes per token; refused if the dataset
     was tokenized differently (its ids would mean other strings to this model)."""
@@ -345,9 +331,10 @@ def perplexity(args):
     batches, total, bytes_per_token = make(
         args.data[0] if is_dataset else args.data, model, tok, args.batch_size, args.max_tokens, args.device
     )
-    figures = report(
-        mean_loss(model, tqdm(batches, total=total, desc="evaluate", unit="batch")), bytes_per_token
-    )
+    loss_sum, count = summed_loss(model, tqdm(batches, total=total, desc="evaluate", unit="batch")).tolist()
+    if not count:
+        raise ValueError("no tokens to evaluate on: give more text (--data)")
+    figures = report(loss_sum / count, bytes_per_token)
     print(" | ".join(f"{name} {value:.4f}" for name, value in figures.items()))
 
 

@@ -181,8 +181,11 @@ class GPT(nn.Module):
 
     def forward(self, idx, targets=None):
         logits = self._logits(idx)  # (B,T,V)
-        loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # mean
-        return logits, loss
+        if targets is None:
+            return logits, None
+        # The mean loss, in float32 whatever the weights' dtype: a bf16 log-softmax over 32k classes
+        # loses digits. For float32 logits .float() is the same tensor, and autocast casts them anyway.
+        return logits, F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
     def _logits(self, idx, cache=None, positions=None):
         B, T = idx.shape

@@ -376,16 +376,22 @@ def optimizer_step(run, stop_here) -> tuple[float, float, bool]:
 
 # --- 4. Evaluation ---------------------------------------------------------------------------------------
 @torch.no_grad()
+def summed_loss(model, batches, autocast=nullcontext) -> torch.Tensor:
+    """[next-token loss summed over every target, number of targets] in float64 on the model's device.
+    Their quotient is the mean over all tokens, which a mean of batch means is not when one is short."""
+    loss_sum, count = torch.zeros((), dtype=torch.float64, device=next(model.parameters()).device), 0
+    for x, y in batches:
+        with autocast():
+            loss_sum += model(x, y)[1].double() * y.numel()
+        count += y.numel()
+    return torch.stack([loss_sum, loss_sum.new_tensor(count)])
+
+
 def evaluate(run, batches, bytes_per_token) -> dict:
     """Mean next-token loss over this rank's validation batches, summed over all ranks' disjoint shares."""
     model = run.model  # the uncompiled model: no recompilation for eval mode
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
-    for x, y in batches:
-        with run.autocast():
-            _, loss = model(x, y)
-        loss_sum += loss.double() * y.numel()
-    total = torch.stack([loss_sum, loss_sum.new_tensor(sum(y.numel() for _, y in batches))])
+    total = summed_loss(model, batches, run.autocast)
     if run.world > 1:
         dist.all_reduce(total)
     model.train()

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import data
 import evaluate
 import sample
+import train
 from bpe import Tokenizer
 from model import GPT, GPTConfig
 
@@ -193,7 +195,7 @@ def test_uniform_model_has_loss_ln_vocab_on_files_and_dataset(world):
     model, tok = sample.load_model(world["uniform"])
     V = tok.vocab_size
     batches, _, bytes_per_token = evaluate.file_batches([world["src"]], model, tok, 4, None, "cpu")
-    figures = evaluate.report(evaluate.mean_loss(model, batches), bytes_per_token)
+    figures = evaluate.report(mean_loss(model, batches), bytes_per_token)
     texts = [p.read_text() for p in sorted(world["src"].glob("*.py"))]
     tokens = sum(1 + len(tok.encode(t)) for t in texts)  # each document after an <|endoftext|>
     assert figures["loss"] == pytest.approx(math.log(V), rel=1e-5)
@@ -204,7 +206,26 @@ def test_uniform_model_has_loss_ln_vocab_on_files_and_dataset(world):
     batches = list(batches)
     assert len(batches) == total
     assert bytes_per_token == data.load_meta(world["ds"])["bytes_per_token"]["valid"]
-    assert evaluate.mean_loss(model, batches) == pytest.approx(math.log(V), rel=1e-5)
+    assert mean_loss(model, batches) == pytest.approx(math.log(V), rel=1e-5)
+
+
+def mean_loss(model, batches):
+    loss_sum, count = train.summed_loss(model, batches).tolist()
+    return loss_sum / count
+
+
+def test_loss_is_the_mean_over_all_tokens_not_over_batches(world):
+    """A short last batch weighs by its tokens: the mean equals one cross-entropy over every target."""
+    model, tok = sample.load_model(world["run"])
+    batches, _, _ = evaluate.file_batches([world["src"]], model, tok, 4, None, "cpu")
+    assert batches[-1][1].numel() < batches[0][1].numel()  # the short last window
+    with torch.no_grad():
+        logits = torch.cat([model(x)[0].flatten(0, 1) for x, _ in batches])
+        want = F.cross_entropy(logits, torch.cat([y.flatten() for _, y in batches])).item()
+    assert mean_loss(model, batches) == pytest.approx(want, rel=1e-6)
+    with torch.no_grad():
+        means = [model(x, y)[1].item() for x, y in batches]
+    assert sum(means) / len(means) != pytest.approx(want, rel=1e-6)
 
 
 def test_every_token_but_the_first_is_a_target_once():
