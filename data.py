@@ -166,9 +166,12 @@ def scan(sources, opts, progress):
 
 
 # ---------------------------------------------------------------- tokenizer
-def file_sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+def file_sha256(*paths):
+    """sha256 of the files' bytes, one after the other."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
 
 
 def given_tokenizer(opts):
@@ -226,11 +229,13 @@ def make_recipe(sources, options):
         if not ok:
             raise ValueError(f"need {need}")
     sources = [Path(s).resolve() for s in sources] if sources else stdlib_sources(opts.glob)
-    if opts.tokenizer and Path(opts.tokenizer).exists():  # a path, not a tiktoken name ("" is not ".")
-        opts.tokenizer = str(Path(opts.tokenizer).resolve())
-    recipe = {"sources": [str(s) for s in sources], "options": asdict(opts)}
-    is_file = opts.tokenizer and Path(opts.tokenizer).is_file()  # a folder (HF's files) is not hashed
-    recipe["tokenizer_source_sha256"] = file_sha256(opts.tokenizer) if is_file else None
+    given = Path(opts.tokenizer)
+    if opts.tokenizer and given.exists():  # a path, not a tiktoken name ("" is not ".")
+        opts.tokenizer = str(given.resolve())
+    recipe = {"sources": [str(s) for s in sources], "options": asdict(opts), "tokenizer_source_sha256": None}
+    if opts.tokenizer and given.exists():  # hashed, so that an edited tokenizer is not mixed into a dataset
+        files = [given] if given.is_file() else [given / "vocab.json", given / "merges.txt"]  # an HF folder
+        recipe["tokenizer_source_sha256"] = file_sha256(*(f for f in files if f.is_file()))
     return opts, sources, json.loads(json.dumps(recipe))  # tuples become lists, as meta.json gives them back
 
 
