@@ -10,6 +10,8 @@ LM head tied to the token embedding. The book (NLP with Transformers, ch.10) tra
 on Python code as CodeParrot: "gpt2" (111M) and "gpt2-xl" (1.5B) with a 32,768-token vocabulary.
 Checkpoints are Hugging Face-format folders (config.json + model.safetensors) both ways, so existing
 GPT-2 checkpoints load here (older ones' pytorch_model.bin too) and ours load in transformers.
+Generation (GPT.stream) keeps a key/value cache so each new token costs one position; the helpers after
+GPT make that step fast: a CUDA graph on GPUs (cuda_graph), sliced few-row products on CPUs (Linear).
 """
 
 import json
@@ -69,41 +71,11 @@ class GPTConfig:
         return cls(vocab_size=vocab_size, context=context, **{**sizes, **overrides})
 
 
-class Linear(nn.Linear):
-    """nn.Linear, with a faster float32 CPU product for the few rows (samples) of a decode step.
-
-    A decode step multiplies each weight once per sample, so its speed is the rate at which weights
-    stream from memory. For so few rows MKL runs `x @ W^T` as one call that reached 13-14 GB/s on the
-    2-core CPU of bench/RESULTS.md, where summing a tensor reads 32 GB/s. Cut into 16 slices of output
-    rows and handed to torch.bmm as a batch, the same products run side by side at 24-38 GB/s: the
-    matrix products of a gpt2-size decode step take 2.1x less time for one sample, 1.5x for 8, 1.3x for
-    32; from ~128 rows on, the two are even. The sums are the same, rounded differently in the last bits.
-    Training, GPUs and bfloat16 (which oneDNN already streams well) take nn.Linear's path.
-    """
-
-    SLICES = 16
-
-    def forward(self, x):
-        rows, (n_out, n_in) = x.numel() // x.size(-1), self.weight.shape
-        if x.device.type != "cpu" or x.dtype != torch.float32 or not 0 < rows <= 32 or n_out < self.SLICES:
-            return super().forward(x)
-        x2, sliced = x.reshape(rows, n_in), n_out - n_out % self.SLICES  # equal slices: 50257 leaves 1
-        w = self.weight[:sliced].view(self.SLICES, -1, n_in)  # (S, sliced/S, in), a view
-        if rows == 1:  # each slice times the column x^T: the faster order for one row (measured)
-            y = torch.bmm(w, x2.T.expand(self.SLICES, -1, -1)).view(1, sliced)
-        else:  # x times each slice transposed
-            y = torch.bmm(x2.expand(self.SLICES, -1, -1), w.transpose(1, 2))  # (S, rows, sliced/S)
-            y = y.transpose(0, 1).reshape(rows, sliced)
-        if sliced < n_out:
-            y = torch.cat([y, F.linear(x2, self.weight[sliced:])], dim=1)
-        y = y if self.bias is None else y + self.bias
-        return y.view(*x.shape[:-1], n_out)
-
-
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.n_head, self.dropout = cfg.n_head, cfg.dropout
+        # Linear (below): nn.Linear with a faster CPU path for decoding's few rows
         self.c_attn = Linear(cfg.n_embd, 3 * cfg.n_embd)  # q, k, v in one matmul
         self.c_proj = Linear(cfg.n_embd, cfg.n_embd)
         self.resid_drop = nn.Dropout(cfg.dropout)
@@ -367,6 +339,37 @@ class GPT(nn.Module):
             tmp.rmdir()
         else:
             os.replace(tmp, path)
+
+
+class Linear(nn.Linear):
+    """nn.Linear, with a faster float32 CPU product for the few rows (samples) of a decode step.
+
+    A decode step multiplies each weight once per sample, so its speed is the rate at which weights
+    stream from memory. For so few rows MKL runs `x @ W^T` as one call that reached 13-14 GB/s on the
+    2-core CPU of bench/RESULTS.md, where summing a tensor reads 32 GB/s. Cut into 16 slices of output
+    rows and handed to torch.bmm as a batch, the same products run side by side at 24-38 GB/s: the
+    matrix products of a gpt2-size decode step take 2.1x less time for one sample, 1.5x for 8, 1.3x for
+    32; from ~128 rows on, the two are even. The sums are the same, rounded differently in the last bits.
+    Training, GPUs and bfloat16 (which oneDNN already streams well) take nn.Linear's path.
+    """
+
+    SLICES = 16
+
+    def forward(self, x):
+        rows, (n_out, n_in) = x.numel() // x.size(-1), self.weight.shape
+        if x.device.type != "cpu" or x.dtype != torch.float32 or not 0 < rows <= 32 or n_out < self.SLICES:
+            return super().forward(x)
+        x2, sliced = x.reshape(rows, n_in), n_out - n_out % self.SLICES  # equal slices: 50257 leaves 1
+        w = self.weight[:sliced].view(self.SLICES, -1, n_in)  # (S, sliced/S, in), a view
+        if rows == 1:  # each slice times the column x^T: the faster order for one row (measured)
+            y = torch.bmm(w, x2.T.expand(self.SLICES, -1, -1)).view(1, sliced)
+        else:  # x times each slice transposed
+            y = torch.bmm(x2.expand(self.SLICES, -1, -1), w.transpose(1, 2))  # (S, rows, sliced/S)
+            y = y.transpose(0, 1).reshape(rows, sliced)
+        if sliced < n_out:
+            y = torch.cat([y, F.linear(x2, self.weight[sliced:])], dim=1)
+        y = y if self.bias is None else y + self.bias
+        return y.view(*x.shape[:-1], n_out)
 
 
 def cuda_graph(fn):
