@@ -182,7 +182,9 @@ def read_prompt(args) -> str:
     try:
         return Path(args.prompt_file).read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise ValueError(f"prompt file {args.prompt_file} is not UTF-8 text") from None
+        raise ValueError(f"--prompt-file {args.prompt_file}: not UTF-8 text") from None
+    except OSError as e:  # missing, a directory, unreadable: say so without errno's brackets
+        raise ValueError(f"--prompt-file {args.prompt_file}: {e.strerror.lower()}; check the path") from None
 
 
 def resolve_checkpoint(path):

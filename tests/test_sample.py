@@ -270,7 +270,7 @@ def test_cli_several_samples_between_rules(run_dir, loaded, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, words",
     [(["--prompt", ""], "prompt is empty"), (["--prompt", "x", "--top-p", "1.5"], "top_p"),
-     (["--prompt-file", "/nonexistent.py"], "/nonexistent.py"),
+     (["--prompt-file", "/nonexistent.py"], "--prompt-file /nonexistent.py: no such file"),
      pytest.param(["--prompt", "x", "--device", "cuda"], "no CUDA device",
                   marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA"))],
 )  # fmt: skip
