@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU figure the issues ask for, on a CUDA machine; each part's log also lands in $LOGS.
 #
-#   bash bench/gpu.sh [tests|sample|train|train-xl|peer-eager|model|demo|xl-recipe ...]
-#                                                                       (default: all but xl-recipe)
+#   bash bench/gpu.sh [tests|sample|train|train-xl|peer-eager|model|demo|xl-recipe|sample-cpu ...]
+#                                                         (default: all but xl-recipe and sample-cpu)
 # Each part runs under its own time limit, so one that fails or hangs does not cost the others. Times on
 # an H100 (2026-11-22), mostly torch.compile: tests 55 s (then only -k "cuda or top_p"; the whole suite
 # takes 2-3 min on 2 CPU cores), sample 110 s, train 190 s, train-xl 260 s, peer-eager 50 s, model 100 s,
@@ -10,6 +10,8 @@
 # xl-recipe (not yet run on a GPU): configs/xl.py as the book runs it (2 x 1,024 tokens, 16 accumulation
 # steps, activation checkpointing) plus bf16 and torch.compile, under torchrun (NCCL), for a few steps on
 # a 32,768-token stdlib dataset: the MFU of the recipe itself and the 18 GB checkpoint it writes.
+# sample-cpu (not yet run there): CPU generation on the host's 16 cores, to see whether model.Linear's
+# 16 slices, measured only on a 2-core CPU, also beat MKL's single call on a larger one.
 # The figures go to bench/RESULTS.md by hand, with the device name and date printed here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +45,7 @@ for p in "${parts[@]}"; do
       part xl-data 150 python3 data.py prepare --out out/stdlib32k --vocab-size 32768
       part xl-recipe 540 torchrun --standalone --nproc_per_node=1 train.py xl --data_dir=out/stdlib32k \
         --out_dir="out/xl-recipe-$(date +%H%M%S)" --dtype=bfloat16 --compile=True --max_steps=8 --log_interval=1 ;;
+    sample-cpu) part sample-cpu 300 python3 bench/sample.py --device cpu --repeat 2 ;;
     *) echo "unknown part '$p'" >&2 ;;
   esac
 done
