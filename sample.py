@@ -184,7 +184,8 @@ def read_prompt(args) -> str:
     except UnicodeDecodeError:
         raise ValueError(f"--prompt-file {args.prompt_file}: not UTF-8 text") from None
     except OSError as e:  # missing, a directory, unreadable: say so without errno's brackets
-        raise ValueError(f"--prompt-file {args.prompt_file}: {e.strerror.lower()}; check the path") from None
+        problem = (e.strerror or str(e)).lower()
+        raise ValueError(f"--prompt-file {args.prompt_file}: {problem}; check the path") from None
 
 
 def resolve_checkpoint(path):
