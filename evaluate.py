@@ -132,7 +132,8 @@ def run_program(program: str, timeout: float, memory: int = 1 << 30) -> str:
         # Output goes to a file, not a pipe: endless printing cannot fill the harness's memory
         # (RLIMIT_FSIZE stops it) nor block it.
         with open(Path(tmp) / "output.txt", "w+b") as out:
-            argv = [sys.executable, "-I", "-S", "-c", BOOT, str(math.ceil(timeout) + 1), str(memory)]
+            # -u: unbuffered, so a failing program's traceback comes last, after whatever it printed
+            argv = [sys.executable, "-I", "-S", "-u", "-c", BOOT, str(math.ceil(timeout) + 1), str(memory)]
             pipes = dict(stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT)
             # Its own session: one killpg reaches everything it started. A bare env: no secrets leak in.
             proc = subprocess.Popen(argv, **pipes, cwd=tmp, env={"PATH": os.defpath}, start_new_session=True)
@@ -265,10 +266,9 @@ def humaneval(args):
         for p, cs, results in zip(problems, completions, outcomes, strict=True)
         for c, o in zip(cs, results, strict=True)
     ]
-    settings = {k: v for k, v in vars(args).items() if k != "func"}
-    write_jsonl(
-        args.out, [*records, *rows, {"kind": "totals", "problems": len(problems), **means, **settings}]
-    )
+    settings = {k: v for k, v in vars(args).items() if k not in ("func", "problems")}
+    totals = {"kind": "totals", **settings, "problems_file": args.problems, "problems": len(problems)}
+    write_jsonl(args.out, [*records, *rows, {**totals, **means}])
     print_summary(str(latest_checkpoint(args.checkpoint)), means, ks, args.n)
     print(f"every completion and its outcome: {args.out}")
 

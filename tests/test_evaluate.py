@@ -147,6 +147,8 @@ def test_a_premature_exit_is_reported_as_such():
     )
     assert evaluate.run_program(program, timeout=10) == "failed: exited before the tests finished"
     assert evaluate.run_program("raise ValueError('nope')\n", timeout=10) == "failed: ValueError: nope"
+    printed_then_failed = "print('some output')\nassert 1 == 2, 'boom'\n"  # the error, not the last print
+    assert evaluate.run_program(printed_then_failed, timeout=10) == "failed: AssertionError: boom"
 
 
 def test_bad_problem_files_are_refused(tmp_path, monkeypatch):
@@ -250,7 +252,8 @@ def test_humaneval_cli_end_to_end(world, tmp_path):
     kinds = [r["kind"] for r in records]
     assert kinds == ["completion"] * 6 + ["problem"] * 2 + ["totals"]
     assert {r["task_id"] for r in records[:6]} == {"Mini/0", "Mini/1"}
-    assert set(records[-1]) >= {"pass@1", "pass@2", "problems", "temperature", "checkpoint"}
+    assert set(records[-1]) >= {"pass@1", "pass@2", "temperature", "checkpoint"}
+    assert records[-1]["problems"] == 2 and records[-1]["problems_file"] == str(MINI)
     assert "pass@10" not in records[-1]
 
 

@@ -272,7 +272,9 @@ def test_cli_several_samples_between_rules(run_dir, loaded, tmp_path, capsys):
     [(["--prompt", ""], "prompt is empty"), (["--prompt", "x", "--top-p", "1.5"], "top_p"),
      (["--prompt-file", "/nonexistent.py"], "--prompt-file /nonexistent.py: no such file"),
      pytest.param(["--prompt", "x", "--device", "cuda"], "no CUDA device",
-                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA"))],
+                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+     pytest.param(["--prompt", "x", "--device", "mps"], "cannot use it",
+                  marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason="MPS is here"))],
 )  # fmt: skip
 def test_cli_bad_input_is_one_line(run_dir, args, words):
     with pytest.raises((ValueError, OSError)) as e:
