@@ -74,7 +74,7 @@ def read_texts(paths, glob="*.py", field="content", stats=None) -> Iterator[str]
 def _read_files(files: list[Path], field: str, stats) -> Iterator[str]:
     for file in files:
         stats["files"] += 1
-        if file.name.endswith((".jsonl", ".jsonl.gz", ".json.gz")):
+        if file.name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):  # codeparrot's are JSON Lines
             yield from _read_jsonl(file, field, stats)
         else:
             yield _decode(file.read_bytes(), file, 1, stats)
@@ -117,7 +117,10 @@ def _jsonl_records(file: Path, field: str, stats) -> Iterator[str]:
             if not isinstance(text, str):
                 _count(stats, "missing_field", f"{file}:{lineno}")
                 continue
-            yield text
+            clean = _no_surrogates(text)  # JSON may escape half an emoji ("\ud83d"): no UTF-8 form
+            if clean is not text:
+                _count(stats, "invalid_utf8", f"{file}:{lineno}")
+            yield clean
 
 
 # ------------------------------------------------------------------------------------------- training

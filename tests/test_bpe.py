@@ -233,12 +233,15 @@ def test_read_texts_formats_and_stats(tmp_path):
     with gzip.open(tmp_path / "data.jsonl.gz", "wt") as f:
         f.write(json.dumps({"content": "gz"}) + "\n")
     (tmp_path / "utf.json.gz").write_bytes(gzip.compress(b'{"content": "caf\xe9"}\n'))
+    (tmp_path / "gunzipped.json").write_text('{"content": "half \\ud83d emoji"}\n')  # a lone surrogate
     stats = Counter()
     paths = [tmp_path / "pkg", tmp_path / "bad.py", tmp_path / "data.jsonl", tmp_path / "data.jsonl.gz"]
-    out = list(bpe.read_texts(paths + [str(tmp_path / "utf.json.gz")], stats=stats))
-    assert out == ["b = 2\n", "a = 1\n", "ok\nok\nbad \ufffd byte\n", "x = 1", "z", "gz", "caf\ufffd"]
-    assert stats["files"] == 6 and stats["bad_json"] == 1 and stats["missing_field"] == 1
-    assert stats["invalid_utf8"] == 2
+    paths += [str(tmp_path / "utf.json.gz"), tmp_path / "gunzipped.json"]
+    out = list(bpe.read_texts(paths, stats=stats))
+    assert out[:7] == ["b = 2\n", "a = 1\n", "ok\nok\nbad \ufffd byte\n", "x = 1", "z", "gz", "caf\ufffd"]
+    assert out[7] == "half \ufffd emoji" and out[7].encode()  # UTF-8 can hold it now
+    assert stats["files"] == 7 and stats["bad_json"] == 1 and stats["missing_field"] == 1
+    assert stats["invalid_utf8"] == 3
     assert stats["first_invalid_utf8"] == f"{tmp_path / 'bad.py'}:3"
     assert stats["first_bad_json"] == f"{tmp_path / 'data.jsonl'}:2"
     assert stats["first_missing_field"] == f"{tmp_path / 'data.jsonl'}:3"
