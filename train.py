@@ -110,7 +110,8 @@ class TrainConfig:
 
 
 POSITIVE = "lr batch_size grad_accum max_steps context eval_interval eval_tokens log_interval save_interval"
-NON_NEGATIVE = "min_lr weight_decay grad_clip keytoken_alpha keep_last"  # grad_clip < 0 would flip gradients
+# a negative grad_clip would flip the gradients; a negative seed is refused by torch deep in the loop
+NON_NEGATIVE = "min_lr weight_decay grad_clip keytoken_alpha keep_last seed"
 # the names of the book's training script and of the HF Trainer, for readers porting a config
 BOOK_NAMES = {
     "learning_rate": "lr",
@@ -363,11 +364,11 @@ def optimizer_step(run, stop_here) -> tuple[float, float, bool]:
     if not finite and not cfg.skip_nonfinite:
         raise ValueError(
             f"step {run.step + 1}: loss {loss}, gradient norm {norm}: training diverged; the "
-            f"last checkpoint in {cfg.out_dir} stands. Lower lr or set skip_nonfinite=true"
+            f"checkpoints in {cfg.out_dir} stand. Lower lr or set skip_nonfinite=true"
         )
     if finite:
         run.scaler.step(run.optimizer)
-        run.scaler.update()
+    run.scaler.update()  # after a skip too: it clears unscale_'s mark, or the next unscale_ raises
     run.skipped += not finite
     run.optimizer.zero_grad(set_to_none=True)
     run.step += 1
@@ -473,7 +474,8 @@ def load_checkpoint(run, folder):
             "put an earlier checkpoint's name in `latest`"
         ) from None
     for name in ("optimizer", "scaler", "loader"):
-        getattr(run, name).load_state_dict(state[name])
+        if name != "scaler" or state["scaler"]:  # saved without fp16, it is empty: an fp16 resume starts anew
+            getattr(run, name).load_state_dict(state[name])
     run.step, run.skipped = state["step"], state["skipped"]
     if state["world_size"] == run.world:  # same processes: each continues its own random stream
         rng = state["rng"][run.rank]
@@ -489,10 +491,12 @@ def checkpoint_to_resume(cfg) -> Path | None:
     out = Path(cfg.out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: out_dir is a file, not a folder; choose another --out_dir")
-    holds_run = any((out / name).exists() for name in ("config.json", "metrics.jsonl", "latest"))
-    if holds_run and not cfg.resume:
+    # A folder without `latest` holds at most a start that stopped before its first checkpoint: nothing
+    # to continue, so a fresh start may replace it (start_run_folder says so).
+    has_checkpoint = (out / "latest").is_file()
+    if has_checkpoint and not cfg.resume:
         raise ValueError(f"{out} already holds a run; continue it with --resume or choose another --out_dir")
-    if cfg.resume and not (out / "latest").is_file():
+    if cfg.resume and not has_checkpoint:
         raise ValueError(f"{out}: no checkpoint to resume (no `latest` file); drop --resume to start fresh")
     return latest_checkpoint(out) if cfg.resume else None
 
@@ -506,8 +510,10 @@ def start_run_folder(run, resumed):
         out = Path(run.cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "config.json", config_json(run.cfg))
-        if resumed and (out / "metrics.jsonl").exists():  # forget steps logged after the checkpoint
-            kept = [r for r in read_metrics(out) if r["step"] <= run.step]
+        if (out / "metrics.jsonl").exists():  # forget steps logged after the checkpoint we start from
+            if not resumed:
+                print(f"note: {out} held a start that stopped before its first checkpoint; starting over")
+            kept = [r for r in read_metrics(out) if resumed and r["step"] <= run.step]
             write_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
 
 

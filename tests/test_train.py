@@ -338,6 +338,20 @@ def test_resume_needs_a_checkpoint(dataset, tmp_path):
         train.train(config(dataset, tmp_path / "run", max_steps=4, resume=True))
 
 
+def test_a_start_that_saved_no_checkpoint_is_started_over(dataset, tmp_path, capsys):
+    """A start that died before its first save (out of memory at step 1, say) left config.json and
+    metrics.jsonl but nothing to resume: --resume says so, and a plain start replaces them."""
+    dead = tmp_path / "dead"
+    dead.mkdir()
+    (dead / "config.json").write_text("{}")
+    (dead / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 9.9}) + "\n")
+    with pytest.raises(ValueError, match="no checkpoint to resume"):
+        train.train(config(dataset, dead, max_steps=2, resume=True))
+    train.train(config(dataset, dead, max_steps=2))
+    assert "stopped before its first checkpoint; starting over" in capsys.readouterr().out
+    assert sorted(logged(dead)) == [1, 2] and logged(dead)[1] != 9.9
+
+
 def test_a_failed_start_writes_nothing_and_another_shape_cannot_resume(dataset, tmp_path):
     with pytest.raises(ValueError, match="learning rate"):  # torch's AdamW refuses it (load_config does too)
         train.train(config(dataset, tmp_path / "bad", lr=-1.0))
@@ -369,10 +383,12 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(dataset, tmp_path):
     assert_same_weights(weights(tmp_path / "killed"), weights(tmp_path / "whole"), exact=True)
 
 
-def test_nonfinite_loss_stops_or_is_skipped(dataset, tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "float16"])  # fp16: its GradScaler must survive a skip
+def test_nonfinite_loss_stops_or_is_skipped(dataset, tmp_path, dtype):
     with pytest.raises(ValueError, match="diverged"):
-        train.train(config(dataset, tmp_path / "stop", lr=1e30, warmup_steps=0))
-    result = train.train(config(dataset, tmp_path / "skip", lr=1e30, warmup_steps=0, skip_nonfinite=True))
+        train.train(config(dataset, tmp_path / "stop", lr=1e30, warmup_steps=0, dtype=dtype))
+    knobs = dict(lr=1e30, warmup_steps=0, skip_nonfinite=True, dtype=dtype)
+    result = train.train(config(dataset, tmp_path / "skip", **knobs))
     assert result["skipped"] >= 1 and result["step"] == 6
 
 
@@ -406,6 +422,9 @@ def test_mixed_precision_trains_and_resumes(dataset, tmp_path, dtype):
     assert bool(state["scaler"]) == (dtype == "float16")  # fp16 only: the GradScaler's scale and counters
     train.train(config(dataset, tmp_path / dtype, max_steps=5, dtype=dtype, resume=True))
     assert sorted(logged(tmp_path / dtype)) == [1, 2, 3, 4, 5]
+    other = {"bfloat16": "float16", "float16": "bfloat16"}[dtype]  # resumed where `auto` picks the other
+    train.train(config(dataset, tmp_path / dtype, max_steps=6, dtype=other, resume=True))
+    assert sorted(logged(tmp_path / dtype)) == [1, 2, 3, 4, 5, 6]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
