@@ -228,6 +228,10 @@ def setup_distributed(cfg):
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' but torch sees no GPU; use --device=cpu")
     cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if cuda and local_rank >= torch.cuda.device_count():
+        gpus = torch.cuda.device_count()
+        raise ValueError(f"LOCAL_RANK={local_rank}, but this process sees {gpus} GPU(s); "
+                         "start one process per visible GPU (torchrun --nproc_per_node)")  # fmt: skip
     device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)
@@ -239,8 +243,8 @@ def setup_distributed(cfg):
                              f"generates, and {cxx!r} is not found: install it (or point $CXX at one), "
                              "or pass --compile=false")  # fmt: skip
         keep_freed_memory()
-    if world > 1:
-        dist.init_process_group("nccl" if cuda else "gloo")
+    if world > 1:  # device_id binds NCCL to this rank's GPU now, not by a guess at the first barrier
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
     return rank, world, device
 
 

@@ -338,6 +338,16 @@ def test_resume_needs_a_checkpoint(dataset, tmp_path):
         train.train(config(dataset, tmp_path / "run", max_steps=4, resume=True))
 
 
+def test_a_local_rank_without_its_gpu_is_one_line(monkeypatch):
+    """A scheduler that shows each process one GPU while torchrun numbers them 0..7 would otherwise fail
+    deep in torch.cuda.set_device."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    with pytest.raises(ValueError, match="LOCAL_RANK=3, but this process sees 1 GPU"):
+        train.setup_distributed(train.TrainConfig(device="auto"))
+
+
 def test_a_start_that_saved_no_checkpoint_is_started_over(dataset, tmp_path, capsys):
     """A start that died before its first save (out of memory at step 1, say) left config.json and
     metrics.jsonl but nothing to resume: --resume says so, and a plain start replaces them."""
