@@ -442,7 +442,8 @@ def save_checkpoint(run):
         out = Path(run.cfg.out_dir)
         final = out / f"ckpt-{run.step:07d}"
         tmp = out / (final.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in out.glob("ckpt-*.tmp*"):  # saves a crash cut short (some 18 GB each at 1.5B)
+            shutil.rmtree(stale, ignore_errors=True)
         run.model.save_pretrained(tmp)
         shutil.copy(Path(run.cfg.data_dir) / "tokenizer.bpe", tmp / "tokenizer.bpe")
         (tmp / "train_config.json").write_text(config_json(run.cfg))

@@ -338,6 +338,15 @@ def test_resume_needs_a_checkpoint(dataset, tmp_path):
         train.train(config(dataset, tmp_path / "run", max_steps=4, resume=True))
 
 
+def test_saves_cut_short_by_a_crash_are_cleared(dataset, tmp_path):
+    train.train(config(dataset, tmp_path / "run", max_steps=2))
+    for stale in ("ckpt-0001234.tmp", "ckpt-0001234.tmp.tmp"):  # a save at step 1,234 that never finished
+        (tmp_path / "run" / stale).mkdir()
+        (tmp_path / "run" / stale / "model.safetensors").write_bytes(b"half")
+    train.train(config(dataset, tmp_path / "run", max_steps=3, resume=True))
+    assert sorted(p.name for p in (tmp_path / "run").glob("ckpt-*")) == ["ckpt-0000002", "ckpt-0000003"]
+
+
 def test_a_local_rank_without_its_gpu_is_one_line(monkeypatch):
     """A scheduler that shows each process one GPU while torchrun numbers them 0..7 would otherwise fail
     deep in torch.cuda.set_device."""
