@@ -475,10 +475,8 @@ class Loader:
         return self.position // self.n_windows
 
     def permutation(self, epoch):
-        if epoch not in self.perms:
-            # a step straddles at most two epochs: keep the previous permutation only
-            self.perms = {e: p for e, p in self.perms.items() if e == epoch - 1}
-            self.perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
+        if epoch not in self.perms:  # a rank's positions only grow, so no earlier epoch is asked for again
+            self.perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)}
         return self.perms[epoch]
 
     def next_batch(self):

@@ -85,7 +85,7 @@ class CausalSelfAttention(nn.Module):
         heads = (B, T, self.n_head, C // self.n_head)
         q, k, v = (t.view(heads).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))  # (B,H,T,C/H)
         drop = self.dropout if self.training else 0.0
-        if cache is None:  # training: on GPU a flash kernel that never builds the (T,T) matrix
+        if cache is None:  # training, evaluation: on GPU a flash kernel that never builds (T,T)
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)  # (B,H,T,C/H)
         else:  # store this chunk's keys/values at their positions, attend to the slots up to each query
             k_cache, v_cache = cache  # (B,H,L,C/H) each, zero-filled by GPT.stream
@@ -326,8 +326,8 @@ class GPT(nn.Module):
             if name != "lm_head.weight":  # tied: transformers re-ties it from wte
                 tensor = tensor.t() if name.endswith(self.CONV1D) else tensor
                 state[name] = tensor.detach().cpu().contiguous()
-        # Atomic: build the files in a temp dir, then rename the dir (new) or each file (existing dir,
-        # e.g. a checkpoint folder that also holds the tokenizer) into place.
+        # Build the files in a temp dir, then rename it into place: a new folder appears whole. Into an
+        # existing folder (one that also holds a tokenizer, say) each file moves by its own atomic rename.
         tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

@@ -132,7 +132,8 @@ def load_config(argv) -> TrainConfig:
     cfg = TrainConfig()
     if argv and not argv[0].startswith("--"):
         path = config_path(argv[0])
-        # A config is Python, so it may compute values (warmup_steps = max_steps // 20); globals are knobs.
+        # A config is Python, so it may compute values (warmup_steps = max_steps // 20); its globals are
+        # knobs, except modules, functions and _names, which are free for such helpers (_steps = 1000).
         names = {}
         try:
             exec(compile(path.read_text(), str(path), "exec"), names)
