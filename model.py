@@ -418,10 +418,15 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
     probs = F.softmax(logits, dim=-1)  # (B,V)
     if top_p is None:
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
-    # nucleus (Holtzman et al. 2020): keep the smallest set of most likely tokens whose mass reaches
-    # top_p, i.e. a token stays if the mass ranked strictly above it is still below top_p. At the book's
-    # settings (temperature 0.4, top_p 0.95) that set is a few tokens: rank a short head first and sort
-    # the whole vocabulary only when the head falls short (sorting 32,768 was ~14% of a CPU decode step).
+    return sample_nucleus(probs, top_p, generator)
+
+
+def sample_nucleus(probs, top_p, generator=None):
+    """Nucleus sampling (Holtzman et al. 2020), probs (B,V) -> (B,): keep the smallest set of most likely
+    tokens whose mass reaches top_p, i.e. a token stays if the mass ranked strictly above it is still below
+    top_p, and draw from it renormalised. At the book's settings (temperature 0.4, top_p 0.95) that set is
+    a few tokens: rank a short head first and sort the whole vocabulary only when the head falls short
+    (sorting 32,768 was ~14% of a CPU decode step)."""
     ranked, order = torch.topk(probs, min(64, probs.size(-1)))  # (B,64) most likely first
     if (ranked.sum(dim=-1) < top_p).any():
         # Non-negative floats order as their bit patterns do, and torch sorts int32 1.5x faster on CPU.
