@@ -683,14 +683,14 @@ def train(cfg) -> dict:
             dist.destroy_process_group()
 
 
-def train_on(cfg, rank, world, device) -> dict:
-    meta = load_meta(cfg.data_dir)
-    gpt_config = model_config(cfg, meta["vocab_size"])  # a bad size fails here, before anything is written
+def build_run(cfg, rank, world, device, vocab_size) -> Run:
+    """Model, optimizer, scaler and loader, restored from the latest checkpoint when resuming; the run
+    folder is written only after all of that worked."""
+    gpt_config = model_config(cfg, vocab_size)  # a bad size fails here, before anything is written
     loader = Loader(
         cfg.data_dir, "train", cfg.batch_size, cfg.context, cfg.grad_accum, rank, world, cfg.seed, device
     )
     ckpt = checkpoint_to_resume(cfg)
-    val = list(val_batches(cfg.data_dir, cfg.batch_size, cfg.context, cfg.eval_tokens, rank, world, device))
     say = print if rank == 0 else lambda *a: None
     say(config_json(cfg).rstrip())
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
@@ -713,11 +713,18 @@ def train_on(cfg, rank, world, device) -> dict:
     if cfg.compile:  # compiling the DDP module lets dynamo split graphs at gradient buckets: comm overlaps
         run.train_model = torch.compile(run.train_model)
     say(
-        f"model: {model.num_params() / 1e6:.2f}M parameters, vocab {meta['vocab_size']}; "
+        f"model: {model.num_params() / 1e6:.2f}M parameters, vocab {vocab_size}; "
         f"{world} process(es) on {device}, {dtype}; {loader.global_batch} sequences "
         f"of {cfg.context} tokens per step"
     )
+    return run
 
+
+def train_on(cfg, rank, world, device) -> dict:
+    """Optimizer steps until max_steps or a stop signal, evaluating, logging and saving when due."""
+    meta = load_meta(cfg.data_dir)
+    val = list(val_batches(cfg.data_dir, cfg.batch_size, cfg.context, cfg.eval_tokens, rank, world, device))
+    run = build_run(cfg, rank, world, device, meta["vocab_size"])
     log = RunLog(run)
     caught = catch_stop_signals()
     result, stopped = {}, False
@@ -737,8 +744,8 @@ def train_on(cfg, rank, world, device) -> dict:
     log.close()
     if rank == 0:
         plot_losses(Path(cfg.out_dir))
-    if stopped:
-        say(f"stopped by a signal at step {run.step}, checkpoint saved; continue with --resume")
+        if stopped:
+            print(f"stopped by a signal at step {run.step}, checkpoint saved; continue with --resume")
     return {**result, "step": run.step, "tokens": run.tokens, "skipped": run.skipped, "stopped": stopped}
 
 
