@@ -239,8 +239,9 @@ def make_recipe(sources, options):
     return opts, sources, json.loads(json.dumps(recipe))  # tuples become lists, as meta.json gives them back
 
 
-def check_out_dir(out_dir, recipe, overwrite):
-    """Refuse a DIR holding something else; say whether a dataset with this recipe is there."""
+def claim_out_dir(out_dir, recipe, overwrite):
+    """The meta of a dataset with this recipe already in DIR, to reuse or finish; else None, once DIR is
+    free for a new one: our files cleared with --overwrite, and a DIR holding another dataset refused."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir}: is a file; a dataset is a directory")
     meta_path = out_dir / "meta.json"
@@ -340,7 +341,7 @@ def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options)
     invalid_utf8, first_<problem>: "file:line"}, per split: docs, bytes, tokens, shards, bytes_per_token."""
     opts, sources, recipe = make_recipe(sources, options)
     out_dir = Path(out_dir)
-    old = check_out_dir(out_dir, recipe, overwrite)
+    old = claim_out_dir(out_dir, recipe, overwrite)
     if old and old.get("complete"):
         print(f"{out_dir} is already complete; reusing it (--overwrite starts over)")
         return old
