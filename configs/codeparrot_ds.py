@@ -2,10 +2,12 @@
 # context of 128 on the codeparrot subset of files using pandas/sklearn/matplotlib/seaborn, AdamW lr 5e-4,
 # weight decay 0.1, 16 sequences per batch with 16 accumulation steps, linear schedule with 1,000 warmup
 # steps to 0, gradient clipping 1.0, the keytoken-weighted loss (alpha 1), evaluation every 5,000 steps,
-# one epoch: 7.6M sequences of 128 tokens / 256 per step = about 29,500 steps. (The course passes the
-# number of micro-batches as the schedule's length, so its decay only gets 1/16 of the way; ours reaches 0.)
+# one epoch of the course's dataset: 7.6M sequences of 128 tokens / 256 per step = about 29,500 steps (the
+# dataset prepare builds is cleaned and split otherwise: one epoch of it is its meta.json's train tokens /
+# (129 x 256) steps). The course passes the number of micro-batches as the schedule's length, so its decay
+# only gets 1/16 of the way; ours reaches 0. Its tokenizer (code-search-net-tokenizer) has 52,000 tokens.
 #   python data.py prepare --out out/codeparrot_ds --source <codeparrot train .jsonl.gz files> \
-#       --keywords pandas,sklearn,matplotlib,seaborn --vocab-size 50000
+#       --keywords pandas,sklearn,matplotlib,seaborn --vocab-size 52000
 #   python train.py codeparrot_ds
 data_dir = "out/codeparrot_ds"
 out_dir = "out/codeparrot_ds"

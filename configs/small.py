@@ -2,7 +2,9 @@
 # training script's config (its commented values are the small model's): lr 5e-4, 2,000 warmup steps,
 # cosine, 12 sequences of 1,024 tokens per GPU on 16 A100s (a2-megagpu-16g, 196,608 tokens per step),
 # 150,000 steps, weight decay 0.1, seed 1, a checkpoint every 15,000 steps; about 24 hours in the book.
-# The book trains in fp16; dtype "auto" picks bf16 on GPUs that have it.
+# The book trains in fp16; dtype "auto" picks bf16 on GPUs that have it. The book's loop does not clip
+# gradients: grad_clip keeps our default of 1.0, as the HF course clips. It evaluates on the whole
+# validation set at each checkpoint, we on eval_tokens (1M by default).
 #   python data.py prepare --out out/codeparrot --source <codeparrot-clean .jsonl.gz> --vocab-size 32768
 #   torchrun --nproc_per_node=16 train.py small
 data_dir = "out/codeparrot"
