@@ -140,13 +140,19 @@ def test_initial_loss_is_uniform_guess():
     assert abs(loss.item() - math.log(cfg.vocab_size)) < 0.1
 
 
-def test_checkpointing_gives_the_same_gradients():
+def test_checkpointing_gives_the_same_gradients(monkeypatch):
+    """Each block is checkpointed once per training forward (and never in eval), at no cost in exactness."""
+    calls, checkpoint = [], model_module.checkpoint
+    monkeypatch.setattr(model_module, "checkpoint", lambda *a, **k: calls.append(1) or checkpoint(*a, **k))
     x, y = torch.randint(0, TINY.vocab_size, (2, 2, 16))
     grads = []
     for checkpointing in (False, True):
         m = tiny_model(GPTConfig(**{**TINY.__dict__, "checkpointing": checkpointing})).train()
         m(x, y)[1].backward()
         grads.append([p.grad for p in m.parameters()])
+    assert len(calls) == TINY.n_layer
+    m.eval()(x)
+    assert len(calls) == TINY.n_layer
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b)
 

@@ -188,21 +188,25 @@ def test_streaming_stops_per_sample_and_never_splits_a_character(loaded):
 def test_long_prompt_is_cropped_from_the_left_with_a_notice(loaded, capsys):
     model, tok = loaded
     out = sample.complete(model, tok, CODE * 3, max_new_tokens=8, temperature=0)
-    assert len(out) == 1
     assert "keeping the last 64" in capsys.readouterr().err
+    last = torch.tensor([tok.encode(CODE * 3)[-64:]])  # the end of the prompt is what gets completed
+    assert out == [tok.decode(model.generate(last, 8, temperature=0)[0, 64:].tolist())]
 
 
 @pytest.mark.parametrize(
-    "settings",
-    [dict(top_p=0.0), dict(top_p=1.5), dict(prompt=""), dict(temperature=-1.0), dict(n=0), dict(top_k=0)]
-    + [dict(temperature=float("nan")), dict(top_p=float("nan"))],
-)
-def test_bad_settings_are_one_line_errors(loaded, settings):
+    "settings, words",
+    [(dict(top_p=0.0), "top_p must be"), (dict(top_p=1.5), "top_p must be"),
+     (dict(prompt=""), "prompt is empty"), (dict(temperature=-1.0), "temperature must be"),
+     (dict(n=0), "at least one sample"),
+     (dict(max_new_tokens=0), "one new token"), (dict(top_k=0), "top_k must be"),
+     (dict(temperature=float("nan")), "temperature must be"), (dict(top_p=float("nan")), "top_p must be")],
+)  # fmt: skip
+def test_bad_settings_are_one_line_errors(loaded, settings, words):
     model, tok = loaded
     kwargs = dict(prompt=PROMPT) | settings
     with pytest.raises(ValueError) as e:
         sample.complete(model, tok, **kwargs)
-    assert "\n" not in str(e.value)
+    assert "\n" not in str(e.value) and words in str(e.value)
 
 
 def test_bad_checkpoints_are_one_line_errors(ckpt, tmp_path):

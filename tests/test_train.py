@@ -115,8 +115,11 @@ def test_config_names_resolve_and_values_parse():
     cfg = train.load_config(["tiny", "--dropout=0", "--compile=true", "--max_steps=1e3", "--resume"])
     assert (cfg.dropout, cfg.compile, cfg.max_steps, cfg.resume) == (0.0, True, 1000, True)
     assert type(cfg.dropout) is float
-    for name in ("small", "xl", "codeparrot_ds", "gpt2_bookcorpus"):
-        train.load_config([name])  # every shipped config is valid
+    sizes = {"small": "111.0M", "xl": "1529.6M", "codeparrot_ds": None, "gpt2_bookcorpus": None}
+    for name, millions in sizes.items():  # every shipped config builds its model: the book's sizes at 32,768
+        with torch.device("meta"):
+            m = GPT(train.model_config(train.load_config([name]), 32768))
+        assert millions is None or f"{m.num_params() / 1e6:.1f}M" == millions
 
 
 @pytest.mark.parametrize(
