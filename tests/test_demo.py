@@ -4,7 +4,9 @@ The same script as `bash demo.sh`, so CI proves the whole chain install -> data 
 -> completions every time; a second run must reuse every finished stage instead of redoing it."""
 
 import json
+import os
 import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -16,7 +18,11 @@ STEPS = ["--max_steps=6", "--eval_interval=3", "--save_interval=3", "--log_inter
 
 def demo(out, *args):
     cmd = ["bash", str(ROOT / "demo.sh"), "--out", str(out), *SLICE, *STEPS, *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    # The interpreter running the tests comes first on PATH, and pip finds everything installed without
+    # asking the network (it would check its own version there).
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env = {**os.environ, "PATH": path, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -31,7 +37,6 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path):
     assert [r["step"] for r in metrics if "val_loss" in r] == [3, 6]
     assert (run / "latest").read_text().strip() == "ckpt-0000006"
     assert out.count("=" * 80) == 4 * 3  # four prompts, four completions each, three rules between them
-    assert "def area_of_rectangle(a: float, b: float):" in out
 
     again = demo(tmp_path)
     assert "already complete; reusing it" in again  # the dataset stage says it reuses its work
