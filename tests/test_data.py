@@ -297,7 +297,7 @@ def test_prepare_with_given_tokenizer_and_keywords(tmp_path, capsys):
     assert "keyword filter kept" in capsys.readouterr().out
     with pytest.raises(ValueError, match="65,536"):
         data.prepare(tmp_path / "c", sources, vocab_size=70000)
-    with pytest.raises(ValueError, match="tiktoken cannot load 'no_such_encoding'"):
+    with pytest.raises(ValueError, match="tiktoken cannot load 'no_such_encoding': no such file, nor"):
         data.prepare(tmp_path / "c", sources, tokenizer="no_such_encoding")
     (tmp_path / "bad.jsonl").write_text("{not json\n")
     with pytest.raises(ValueError, match="no documents found"):
