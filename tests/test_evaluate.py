@@ -121,6 +121,8 @@ HOSTILE = {  # each after a correct body, so only the hostile part can make it f
 
 def test_hostile_completions_are_contained_and_fail(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the harness's working directory must stay empty
+    groups, popen = [], subprocess.Popen  # each program's session: start_new_session makes pid = group id
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: groups.append((p := popen(*a, **k)).pid) or p)
     problem = evaluate.load_problems(MINI)[0]
     body = problem["canonical_solution"]
     # A generous timeout for the one that must pass, so a loaded CI machine cannot turn it into a failure.
@@ -130,15 +132,19 @@ def test_hostile_completions_are_contained_and_fail(tmp_path, monkeypatch):
     for name, outcome in zip(HOSTILE, outcomes, strict=True):
         assert outcome != "passed", name
     assert list(tmp_path.iterdir()) == []
-    left = [p for p in Path("/proc").glob("[0-9]*") if b"evaluation harness" in read_cmdline(p)]
+    assert len(groups) == 1 + len(HOSTILE)
+    left = [p for p in Path("/proc").glob("[0-9]*") if live_group(p) in groups]
     assert not left, "sandboxed processes outlived their run"
 
 
-def read_cmdline(proc: Path) -> bytes:
+def live_group(proc: Path) -> int | None:
+    """The process group of a process that still runs (not a zombie), from /proc/PID/stat."""
     try:
-        return (proc / "cmdline").read_bytes()
+        stat = (proc / "stat").read_bytes()
     except OSError:
-        return b""  # it exited while we looked
+        return None  # it exited while we looked
+    state, _, group = stat[stat.rindex(b")") + 2 :].split()[:3]  # after "pid (name) ": state ppid pgrp
+    return None if state in (b"Z", b"X") else int(group)
 
 
 def test_a_premature_exit_is_reported_as_such():
