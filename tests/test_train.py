@@ -283,7 +283,8 @@ def test_grad_accumulation_equals_one_big_batch(dataset, tmp_path):
 @pytest.mark.parametrize("compile", [False, pytest.param(True, marks=NO_CXX)])
 def test_ddp_two_processes_equal_one_with_twice_the_accumulation(dataset, tmp_path, compile):
     cfg = config(dataset, tmp_path / "ddp", batch_size=2, grad_accum=2, max_steps=4, compile=compile)
-    cmd = ["torchrun", "--standalone", "--nproc_per_node=2", "train.py", *cli(cfg)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py"]
+    cmd += cli(cfg)  # torchrun, from the interpreter running the tests
     result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     train.train(config(dataset, tmp_path / "one", batch_size=2, grad_accum=4, max_steps=4, compile=compile))
@@ -292,6 +293,12 @@ def test_ddp_two_processes_equal_one_with_twice_the_accumulation(dataset, tmp_pa
         assert logged(tmp_path / "ddp")[step] == pytest.approx(loss, rel=1e-5)
     state = torch.load(train.latest_checkpoint(tmp_path / "ddp") / "train_state.pt", weights_only=True)
     assert len(state["rng"]) == 2 and state["world_size"] == 2
+    if not compile:  # resumed by one process, same global batch: the data goes on where the two left off
+        for run in ("ddp", "one"):
+            train.train(config(dataset, tmp_path / run, batch_size=2, grad_accum=4, max_steps=6, resume=True))
+        assert sorted(logged(tmp_path / "ddp")) == [1, 2, 3, 4, 5, 6]
+        for step in (5, 6):
+            assert logged(tmp_path / "ddp")[step] == pytest.approx(logged(tmp_path / "one")[step], rel=1e-5)
 
 
 def test_resume_is_exact_and_checkpoints_are_complete(dataset, tmp_path):
