@@ -202,6 +202,13 @@ def write_corpus(root):
     return [root / "pkg", root / "extra.jsonl.gz"]
 
 
+def test_the_default_corpus_is_the_standard_library_without_site_packages():
+    """What `bash demo.sh` reads when no --source is given."""
+    names = {p.name for p in data.stdlib_sources("*.py")}
+    assert {"os.py", "json", "email"} <= names and "site-packages" not in names
+    assert all(p.is_dir() or p.suffix == ".py" for p in data.stdlib_sources("*.py"))
+
+
 def test_split_is_stable_when_sources_are_added(tmp_path):
     sources = write_corpus(tmp_path)
     flags_a = data.scan(sources[:1], opts(valid_share=0.3), False)[0]
