@@ -322,6 +322,7 @@ def cli(*args, cwd=ROOT):
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path):
+    (tmp_path / "a_file").write_text("x = 1\n" * 300)
     result = cli("prepare", "--out", tmp_path / "o", "--source", tmp_path / "missing")
     assert result.returncode == 2 and result.stderr.startswith(f"error: {tmp_path / 'missing'}: no such file")
     assert result.stderr.count("\n") == 1  # one line, no traceback, no progress bar
@@ -332,8 +333,10 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
         (["prepare", "--out", tmp_path / "o", "--tokenizer-sample-mb", "-1"], "--tokenizer-sample-mb > 0"),
         (["prepare", "--out", tmp_path / "o", "--glob", "/x.py"], "--glob relative"),
         (["inspect", tmp_path / "none"], "python data.py prepare --out"),
+        (["prepare", "--out", tmp_path / "o", "--vocab-size", "100"], "need 257 (bytes + <|endoftext|>)"),
+        (["prepare", "--out", tmp_path / "a_file", "--source", tmp_path / "a_file"], "is a file; a dataset"),
     ]:
-        with pytest.raises(ValueError, match=message.replace("*", r"\*").replace(".", r"\.")):
+        with pytest.raises(ValueError, match=re.escape(message)):
             data.main(list(map(str, args)))
     assert not (tmp_path / "o").exists()
 
