@@ -8,7 +8,7 @@ How a prompt becomes text:
         generation stops when every sample has ended
     --> one sample streams to the terminal; several are printed between rules, as in the book.
 
-Functions that evaluate.py and the demo reuse:
+Functions that evaluate.py and bench/sample.py reuse (the demo runs the command line):
     load_model(checkpoint, tokenizer=None, device="cpu", dtype="float32") -> (GPT, Tokenizer)
     complete(model, tokenizer, prompt, n=1, max_new_tokens=64, temperature=0.4, top_k=None, top_p=0.95,
              seed=1, stop_at_first_block=False) -> list[str]     # n completions, prompt not included
@@ -16,6 +16,9 @@ Functions that evaluate.py and the demo reuse:
     first_block(text) -> str                                        # the completion up to the next block
 
     python sample.py --prompt 'def area_of_rectangle(a: float, b: float):' [--checkpoint out/tiny]
+
+The book's complete_code passes max_length=64 to the pipeline, which counts the prompt's tokens too;
+--max-new-tokens counts only new ones, as transformers' max_new_tokens does.
 """
 
 import argparse
