@@ -326,11 +326,11 @@ def perplexity(args):
     if args.batch_size < 1 or (args.max_tokens is not None and args.max_tokens < 1):
         raise ValueError("--batch-size and --max-tokens must be at least 1")
     model, tok = load_model_from_args(args)
-    is_dataset = len(args.data) == 1 and (Path(args.data[0]) / "meta.json").is_file()
-    make = dataset_batches if is_dataset else file_batches
-    batches, total, bytes_per_token = make(
-        args.data[0] if is_dataset else args.data, model, tok, args.batch_size, args.max_tokens, args.device
-    )
+    settings = (model, tok, args.batch_size, args.max_tokens, args.device)
+    if len(args.data) == 1 and (Path(args.data[0]) / "meta.json").is_file():  # a dataset of data.py's
+        batches, total, bytes_per_token = dataset_batches(args.data[0], *settings)
+    else:  # raw source files, read as data.py reads them
+        batches, total, bytes_per_token = file_batches(args.data, *settings)
     loss_sum, count = summed_loss(model, tqdm(batches, total=total, desc="evaluate", unit="batch")).tolist()
     if not count:
         raise ValueError("no tokens to evaluate on: give more text (--data)")
