@@ -57,7 +57,7 @@ def compare(name, device, dtype, compile, reps):
     ours = GPT(config)
     with tempfile.TemporaryDirectory() as tmp:
         ours.save_pretrained(tmp)
-        theirs = GPT2LMHeadModel.from_pretrained(tmp)
+        theirs = GPT2LMHeadModel.from_pretrained(tmp, use_cache=False)  # training: no key/value cache
     ours, theirs = ours.to(device).train(), theirs.to(device).train()
     params, attention = ours.num_params(), theirs.config._attn_implementation
     if compile:

@@ -1,8 +1,9 @@
 """New tokens per second of sample.complete against transformers' generate, same weights, same settings.
 
 Both sides load one checkpoint written by GPT.save_pretrained and sample with the book's complete_code
-settings (temperature 0.4, top_p 0.95, no top-k). transformers is held to exactly --new-tokens tokens with
-min_new_tokens; ours stops a sample at <|endoftext|>, so we count the steps it really ran. Runs alternate
+settings (temperature 0.4, top_p 0.95, no top-k). transformers, given no end-of-text id, runs exactly
+--new-tokens steps (min_new_tokens would add two logits processors to each of its steps); ours stops at
+<|endoftext|> once every sample has reached it, so we count the steps it really ran. Runs alternate
 between the two and the best of --repeat is kept, because other jobs share the machine.
 
     python bench/sample.py [--sizes tiny gpt2] [--samples 1 8] [--new-tokens 128] [--threads N] [--device cpu]
@@ -60,8 +61,7 @@ def theirs(hf, tok, n, new_tokens, seed):
     ids = torch.tensor([tok.encode(PROMPT)] * n, device=hf.device)
     out = hf.generate(
         ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=0.4, top_p=0.95, top_k=0,
-        max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=tok.eot_token,
-        eos_token_id=tok.eot_token,
+        max_new_tokens=new_tokens, pad_token_id=tok.eot_token, eos_token_id=None,
     )  # fmt: skip
     return (out.shape[1] - ids.shape[1]) * n
 

@@ -26,8 +26,12 @@ import time
 from functools import partial
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: no spinning threads on a shared machine
-import torch
+USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
+# As train.py (before torch loads OpenMP): no spinning threads on a shared machine. Both sides share it in
+# one process; --as-run gives it to ours only, and sets up its children before they start.
+if "BENCH_AS_RUN_CHILD" not in os.environ:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import train  # noqa: E402
@@ -191,16 +195,23 @@ def compare(size, args, device, dtype):
 
 
 def as_run(args):
-    """CPU: each side in a process of its own, as its users run it (train.py keeps freed memory, the book's
-    loop does not); the two processes alternate --rounds times and the best rate of each is kept."""
+    """CPU: each side in a process of its own, as its users run it: train.py keeps freed memory and lets
+    idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE), the book's loop does neither. The two processes
+    alternate --rounds times and the best rate of each is kept."""
+    if args.device != "cpu" or args.dtype != "float32" or args.compile or args.peer_fused or args.peer_eager:
+        sys.exit("--as-run measures the CPU in float32, eager, each side as shipped: drop the other flags")
     common = ["--vocab", str(args.vocab), "--batch", str(args.batch), "--reps", str(args.reps),
               "--warmup", str(args.warmup), "--threads", str(args.threads), "--rounds", "1"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | {"BENCH_AS_RUN_CHILD": "1"}
+    peer_env = env if USER_OMP_WAIT_POLICY is None else env | {"OMP_WAIT_POLICY": USER_OMP_WAIT_POLICY}
+    ours_env = env | {"OMP_WAIT_POLICY": USER_OMP_WAIT_POLICY or "PASSIVE"}
+    sides = (("ours", ["--keep-freed-memory"], ours_env), ("transformers", [], peer_env))
     for size in args.sizes:
         best = {}
         for _ in range(args.rounds):
-            for who, extra in (("ours", ["--keep-freed-memory"]), ("transformers", [])):
+            for who, extra, child_env in sides:
                 cmd = [sys.executable, __file__, "--sizes", size, "--sides", who, *common, *extra]
-                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=child_env).stdout
                 rate = float(re.search(rf"{who} +wall +([\d,]+) tok/s", out)[1].replace(",", ""))
                 best[who] = max(rate, best.get(who, 0.0))
         ours_rate, theirs_rate = best["ours"], best["transformers"]
