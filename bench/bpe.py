@@ -88,6 +88,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vocab-size", type=int, default=32768)
     parser.add_argument("--limit-mb", type=float, default=0)
+    parser.add_argument("--rounds", type=int, default=3, help="trainings per side, alternating")
     parser.add_argument("--child", choices=["ours", "hf"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -102,9 +103,12 @@ def main():
     print(f"{when}, {platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     print(f"corpus: {len(train_files)} stdlib .py files, {mb:.1f} MB (+ {len(held_files)} held out)")
     with tempfile.TemporaryDirectory() as tmp:
-        hf_run = run_child("hf", args, f"{tmp}/hf.json")
-        ours_run = run_child("ours", args, f"{tmp}/ours.bpe")
-        ours, hf = bpe.Tokenizer.load(f"{tmp}/ours.bpe"), Tokenizer.from_file(f"{tmp}/hf.json")
+        outs, runs = {"hf": f"{tmp}/hf.json", "ours": f"{tmp}/ours.bpe"}, {"hf": [], "ours": []}
+        for round_ in range(args.rounds):  # alternating, so that a burst of load elsewhere hits both sides
+            for who in ("hf", "ours") if round_ % 2 == 0 else ("ours", "hf"):
+                runs[who].append(run_child(who, args, outs[who]))
+        hf_run, ours_run = (min(runs[who], key=lambda run: run["seconds"]) for who in ("hf", "ours"))
+        ours, hf = bpe.Tokenizer.load(outs["ours"]), Tokenizer.from_file(outs["hf"])
     print(f"vocab size {args.vocab_size}: ours {ours.vocab_size}, HF {hf.get_vocab_size()}")
     hf_batch = lambda texts: [e.ids for e in hf.encode_batch(texts)]  # noqa: E731
     print(f"train seconds: ours {ours_run['seconds']:.1f}, HF {hf_run['seconds']:.1f}, "
