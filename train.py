@@ -492,18 +492,26 @@ def load_checkpoint(run, folder):
         torch.manual_seed(run.cfg.seed + 1000 * run.step + run.rank)  # new world size: fresh, reproducible
 
 
+RUN_FILES = {"config.json", "metrics.jsonl", "loss.png", "tensorboard", "wandb"}  # written before any save
+
+
 def checkpoint_to_resume(cfg) -> Path | None:
     """Refuse to overwrite a run unless resuming; returns the checkpoint to resume from, if any."""
     out = Path(cfg.out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: out_dir is a file, not a folder; choose another --out_dir")
-    # A folder without `latest` holds at most a start that stopped before its first checkpoint: nothing
-    # to continue, so a fresh start may replace it (start_run_folder says so).
     has_checkpoint = (out / "latest").is_file()
-    if has_checkpoint and not cfg.resume:
-        raise ValueError(f"{out} already holds a run; continue it with --resume or choose another --out_dir")
+    # Only what a start writes before its first save (or a save cut short) may be replaced by a fresh
+    # start: anything else, a complete ckpt-* folder or another program's files, is refused.
+    entries = out.iterdir() if out.is_dir() else []
+    others = [p.name for p in entries if p.name not in RUN_FILES and not p.match("ckpt-*.tmp*")]
+    if (has_checkpoint or others) and not cfg.resume:
+        raise ValueError(f"{out} already holds a run (or other files); continue it with --resume or choose "
+                         "another --out_dir")  # fmt: skip
     if cfg.resume and not has_checkpoint:
-        raise ValueError(f"{out}: no checkpoint to resume (no `latest` file); drop --resume to start fresh")
+        saved = sorted(name for name in others if name.startswith("ckpt-"))
+        fix = f"write {saved[-1]!r} into {out / 'latest'}" if saved else "drop --resume to start fresh"
+        raise ValueError(f"{out}: no checkpoint to resume (no `latest` file); {fix}")
     return latest_checkpoint(out) if cfg.resume else None
 
 

@@ -379,6 +379,14 @@ def test_a_start_that_saved_no_checkpoint_is_started_over(dataset, tmp_path, cap
     train.train(config(dataset, dead, max_steps=2))
     assert "stopped before its first checkpoint; starting over" in capsys.readouterr().out
     assert sorted(logged(dead)) == [1, 2] and logged(dead)[1] != 9.9
+    (dead / "latest").unlink()  # a crash between a save's rename and `latest`: that save is not lost
+    with pytest.raises(ValueError, match="already holds a run"):
+        train.train(config(dataset, dead, max_steps=4))
+    with pytest.raises(ValueError, match="write 'ckpt-0000002' into"):
+        train.train(config(dataset, dead, max_steps=4, resume=True))
+    GPT(GPTConfig(vocab_size=10, context=4, n_layer=1, n_head=1, n_embd=4)).save_pretrained(tmp_path / "hf")
+    with pytest.raises(ValueError, match="already holds a run .or other files."):  # a model folder, say
+        train.train(config(dataset, tmp_path / "hf", max_steps=2))
 
 
 def test_a_failed_start_writes_nothing_and_another_shape_cannot_resume(dataset, tmp_path):
