@@ -108,6 +108,9 @@ def _jsonl_records(file: Path, field: str, stats) -> Iterator[str]:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
+            if lineno == 1 and line.lstrip().startswith(b"["):  # read by lines it would be mostly skipped
+                raise ValueError(f"{file}: a JSON array, not JSON Lines (one object a line); convert it, "
+                                 "e.g. with `jq -c '.[]'`")  # fmt: skip
             try:
                 record = json.loads(_decode(line, file, lineno, stats))
             except ValueError:

@@ -255,7 +255,8 @@ def check_humaneval_args(args) -> list[int]:
 
 def humaneval(args):
     ks = check_humaneval_args(args)
-    problems = load_problems(args.problems or default_problems_path())[: args.limit]
+    problems_file = str(args.problems or default_problems_path())
+    problems = load_problems(problems_file)[: args.limit]
     model, tok = load_model_from_args(args)
     sampling = dict(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
     completions = generate_completions(model, tok, problems, args.n, args.batch_size, args.seed, **sampling)
@@ -267,7 +268,7 @@ def humaneval(args):
         for c, o in zip(cs, results, strict=True)
     ]
     settings = {k: v for k, v in vars(args).items() if k not in ("func", "problems")}
-    totals = {"kind": "totals", **settings, "problems_file": args.problems, "problems": len(problems)}
+    totals = {"kind": "totals", **settings, "problems_file": problems_file, "problems": len(problems)}
     write_jsonl(args.out, [*records, *rows, {**totals, **means}])
     print_summary(str(latest_checkpoint(args.checkpoint)), means, ks, args.n)
     print(f"every completion and its outcome: {args.out}")

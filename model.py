@@ -350,15 +350,16 @@ class Linear(nn.Linear):
     rows and handed to torch.bmm as a batch, the same products run side by side at 24-38 GB/s: the
     matrix products of a gpt2-size decode step take 2.1x less time for one sample, 1.5x for 8, 1.3x for
     32; from ~128 rows on, the two are even. The sums are the same, rounded differently in the last bits.
-    Training, GPUs and bfloat16 (which oneDNN already streams well) take nn.Linear's path.
+    Training, GPUs, autocast and bfloat16 (which oneDNN already streams well) take nn.Linear's path.
     """
 
     SLICES = 16
 
     def forward(self, x):
         rows, (n_out, n_in) = x.numel() // x.size(-1), self.weight.shape
-        inference = not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
-        if not inference or not 0 < rows <= 32 or n_out < self.SLICES:
+        inference = not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
+        few_rows = x.device.type == "cpu" and x.dtype == torch.float32 and 0 < rows <= 32
+        if not (inference and few_rows) or n_out < self.SLICES:
             return super().forward(x)
         x2, sliced = x.reshape(rows, n_in), n_out - n_out % self.SLICES  # equal slices: 50257 leaves 1
         w = self.weight[:sliced].view(self.SLICES, -1, n_in)  # (S, sliced/S, in), a view

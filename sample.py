@@ -99,7 +99,7 @@ def load_model_from_args(args) -> tuple[GPT, Tokenizer]:
         raise ValueError(f"--device {args.device}: this machine has no CUDA device; use --device cpu")
     try:  # a well-formed name can still be absent here (mps on Linux, cuda:3 on a 1-GPU machine)
         torch.empty(0, device=device)
-    except (RuntimeError, AssertionError):  # torch raises either, with pages of text for some backends
+    except Exception:  # RuntimeError, AssertionError, ModuleNotFoundError (hpu): torch raises all kinds
         raise ValueError(f"--device {args.device}: this machine or torch build cannot use it") from None
     args.dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
     if device.type == "cpu":

@@ -240,6 +240,9 @@ def test_read_texts_formats_and_stats(tmp_path):
     out = list(bpe.read_texts(paths, stats=stats))
     assert out[:7] == ["b = 2\n", "a = 1\n", "ok\nok\nbad \ufffd byte\n", "x = 1", "z", "gz", "caf\ufffd"]
     assert out[7] == "half \ufffd emoji" and out[7].encode()  # UTF-8 can hold it now
+    (tmp_path / "array.json").write_text('[{"content": "a"},\n {"content": "b"}\n]\n')
+    with pytest.raises(ValueError, match="array.json: a JSON array, not JSON Lines"):
+        list(bpe.read_texts([tmp_path / "array.json"]))
     assert stats["files"] == 7 and stats["bad_json"] == 1 and stats["missing_field"] == 1
     assert stats["invalid_utf8"] == 3
     assert stats["first_invalid_utf8"] == f"{tmp_path / 'bad.py'}:3"

@@ -93,6 +93,8 @@ def test_few_row_linear_equals_nn_linear(monkeypatch, rows, n_out, bias):
     torch.testing.assert_close(y, torch.nn.functional.linear(x, layer.weight, layer.bias))
     calls.clear()
     layer(x)  # with gradients: training's path
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert layer(x).dtype == torch.bfloat16  # autocast's product, as nn.Linear gives it
     with torch.no_grad():
         layer.to(torch.bfloat16)(x.bfloat16())
     assert not calls

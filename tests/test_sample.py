@@ -277,6 +277,7 @@ def test_cli_several_samples_between_rules(run_dir, loaded, tmp_path, capsys):
      (["--prompt-file", "/nonexistent.py"], "--prompt-file /nonexistent.py: no such file"),
      pytest.param(["--prompt", "x", "--device", "cuda"], "no CUDA device",
                   marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+     (["--prompt", "x", "--device", "hpu"], "cannot use it"),
      pytest.param(["--prompt", "x", "--device", "mps"], "cannot use it",
                   marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason="MPS is here"))],
 )  # fmt: skip
