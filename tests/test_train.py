@@ -294,11 +294,18 @@ def test_ddp_two_processes_equal_one_with_twice_the_accumulation(dataset, tmp_pa
     state = torch.load(train.latest_checkpoint(tmp_path / "ddp") / "train_state.pt", weights_only=True)
     assert len(state["rng"]) == 2 and state["world_size"] == 2
     if not compile:  # resumed by one process, same global batch: the data goes on where the two left off
+        shutil.copytree(tmp_path / "ddp", tmp_path / "ddp_again")
         for run in ("ddp", "one"):
             train.train(config(dataset, tmp_path / run, batch_size=2, grad_accum=4, max_steps=6, resume=True))
         assert sorted(logged(tmp_path / "ddp")) == [1, 2, 3, 4, 5, 6]
         for step in (5, 6):
             assert logged(tmp_path / "ddp")[step] == pytest.approx(logged(tmp_path / "one")[step], rel=1e-5)
+        # With dropout the new world size's fresh random stream shows: the same on every such resume.
+        knobs = dict(batch_size=2, grad_accum=4, max_steps=6, dropout=0.5, resume=True)
+        runs = [shutil.copytree(tmp_path / "ddp_again", tmp_path / f"drop{i}") for i in range(2)]
+        for run in runs:
+            train.train(config(dataset, run, **knobs))
+        assert logged(runs[0]) == logged(runs[1]) and logged(runs[0])[5] != logged(tmp_path / "ddp")[5]
 
 
 def test_resume_is_exact_and_checkpoints_are_complete(dataset, tmp_path):
