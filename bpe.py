@@ -50,6 +50,7 @@ GPT4_PATTERN = (
 )
 PATTERNS = {"gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}
 EOT = "<|endoftext|>"
+HF_FILES = ("vocab.json", "merges.txt")  # an HF GPT-2 tokenizer folder's, read by from_hf, written by save_hf
 
 # --------------------------------------------------------------------------------------------- reading
 
@@ -391,11 +392,11 @@ class Tokenizer:
         """GPT-2's vocab.json {token in printable stand-ins: id} + merges.txt, as HF GPT-2 folders (and
         save_hf) hold them. The ids become tiktoken's ranks, so each merge must make a higher id than the
         merges before it, as BPE trainers number them; what is neither a byte nor a merge is special."""
-        folder = Path(folder)
+        vocab_file, merges_file = (Path(folder) / name for name in HF_FILES)
         from_stand_ins = {c: b for b, c in BYTE_TO_UNICODE.items()}
         try:
-            vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
-            lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()
+            vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
+            lines = merges_file.read_text(encoding="utf-8").splitlines()
             merged = ["".join(line.split(" ")) for line in lines if line and not line.startswith("#version")]
             ids = [vocab[token] for token in merged]
             regular = set(BYTE_TO_UNICODE.values()) | set(merged)
@@ -446,13 +447,16 @@ class Tokenizer:
         show = lambda token: "".join(BYTE_TO_UNICODE[b] for b in token)  # noqa: E731
         vocab = {show(t): r for t, r in self.ranks.items()} | self.special_tokens
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        write_atomic(Path(out_dir, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
+        vocab_file, merges_file = (Path(out_dir) / name for name in HF_FILES)
+        write_atomic(vocab_file, json.dumps(vocab, ensure_ascii=False))
         merges = "".join(f"{show(a)} {show(b)}\n" for a, b in self.merges())
-        write_atomic(Path(out_dir, "merges.txt"), "#version: 0.2\n" + merges)
+        write_atomic(merges_file, "#version: 0.2\n" + merges)
 
 
 def _no_surrogates(text: str) -> str:
     """Lone surrogates (e.g. from os.fsdecode) have no UTF-8 form: they become U+FFFD, as tiktoken does."""
+    if text.isascii():  # most source code: no copy made to find out
+        return text
     try:
         text.encode("utf-8")
         return text

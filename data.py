@@ -229,13 +229,13 @@ def make_recipe(sources, options):
         if not ok:
             raise ValueError(f"need {need}")
     sources = [Path(s).resolve() for s in sources] if sources else stdlib_sources(opts.glob)
-    given = Path(opts.tokenizer)
+    given, given_sha256 = Path(opts.tokenizer), None
     if opts.tokenizer and given.exists():  # a path, not a tiktoken name ("" is not ".")
         opts.tokenizer = str(given.resolve())
-    recipe = {"sources": [str(s) for s in sources], "options": asdict(opts), "tokenizer_source_sha256": None}
-    if opts.tokenizer and given.exists():  # hashed, so that an edited tokenizer is not mixed into a dataset
-        files = [given] if given.is_file() else [given / "vocab.json", given / "merges.txt"]  # an HF folder
-        recipe["tokenizer_source_sha256"] = file_sha256(*(f for f in files if f.is_file()))
+        files = [given] if given.is_file() else [given / name for name in bpe.HF_FILES]
+        given_sha256 = file_sha256(*(f for f in files if f.is_file()))  # an edited tokenizer: another recipe
+    recipe = {"sources": [str(s) for s in sources], "options": asdict(opts)}
+    recipe["tokenizer_source_sha256"] = given_sha256
     return opts, sources, json.loads(json.dumps(recipe))  # tuples become lists, as meta.json gives them back
 
 

@@ -33,6 +33,8 @@ SIZES = {  # name -> (n_layer, n_head, n_embd), the four sizes OpenAI released
     "gpt2-large": (36, 20, 1280),
     "gpt2-xl": (48, 25, 1600),
 }
+# A GPT-2 folder's weights, in the order looked for: checkpoints saved before safetensors hold the second.
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # config.json settings under which transformers computes something other than GPT-2 -> allowed values
 UNSUPPORTED_IF_NOT = {
     "activation_function": ("gelu_new", "gelu_pytorch_tanh"), "layer_norm_epsilon": (1e-5,),
@@ -240,9 +242,8 @@ class GPT(nn.Module):
     @classmethod
     def from_pretrained(cls, path):
         path = Path(path)
-        config_file, weights_file = path / "config.json", path / "model.safetensors"
-        if not weights_file.is_file() and (path / "pytorch_model.bin").is_file():
-            weights_file = path / "pytorch_model.bin"  # what checkpoints saved before safetensors hold
+        config_file = path / "config.json"
+        weights_file = next((path / w for w in WEIGHT_FILES if (path / w).is_file()), path / WEIGHT_FILES[0])
         for f in (config_file, weights_file):
             if not f.is_file():
                 holds = "config.json + model.safetensors (or pytorch_model.bin)"
@@ -332,7 +333,7 @@ class GPT(nn.Module):
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         (tmp / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
-        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+        save_file(state, tmp / WEIGHT_FILES[0], metadata={"format": "pt"})
         if path.is_dir():
             for f in tmp.iterdir():
                 os.replace(f, path / f.name)

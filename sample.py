@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from bpe import Tokenizer
+from bpe import HF_FILES, Tokenizer
 from model import GPT, check_sampling
 from train import keep_freed_memory, latest_checkpoint
 
@@ -55,7 +55,7 @@ def load_model(checkpoint, tokenizer=None, device="cpu", dtype="float32") -> tup
     vocab.json + merges.txt), else tokenizer.bpe beside the weights, else their folder's vocab.json."""
     folder = latest_checkpoint(checkpoint)
     tok_path = Path(tokenizer) if tokenizer else folder / "tokenizer.bpe"
-    if not tokenizer and not tok_path.exists() and (folder / "vocab.json").is_file():
+    if not tokenizer and not tok_path.exists() and (folder / HF_FILES[0]).is_file():
         tok_path = folder  # an HF GPT-2 folder
     if not tok_path.exists():
         need = "a tokenizer.bpe, or a folder with vocab.json + merges.txt"

@@ -61,7 +61,7 @@ from tqdm import tqdm
 
 from bpe import Tokenizer, write_atomic
 from data import Loader, load_meta, val_batches
-from model import GPT, GPTConfig
+from model import GPT, WEIGHT_FILES, GPTConfig
 
 ROOT = Path(__file__).resolve().parent
 
@@ -423,8 +423,7 @@ def latest_checkpoint(path) -> Path:
             raise ValueError(f"{path / 'latest'} names {newest.name!r}, which is not there; "
                              "write the name of an existing ckpt-* folder into it")  # fmt: skip
         return newest
-    weights = ("model.safetensors", "pytorch_model.bin")  # the second in HF folders older than safetensors
-    if (path / "config.json").is_file() and any((path / w).is_file() for w in weights):
+    if (path / "config.json").is_file() and any((path / w).is_file() for w in WEIGHT_FILES):
         return path
     raise ValueError(
         f"{path}: no checkpoint here (no `latest`, no config.json + model.safetensors); "
