@@ -111,7 +111,7 @@ class TrainConfig:
 
 POSITIVE = "lr batch_size grad_accum max_steps context eval_interval eval_tokens log_interval save_interval"
 # a negative grad_clip would flip the gradients; a negative seed is refused by torch deep in the loop
-NON_NEGATIVE = "min_lr weight_decay grad_clip keytoken_alpha keep_last seed"
+NON_NEGATIVE = "min_lr warmup_steps weight_decay grad_clip keytoken_alpha keep_last seed"
 # the names of the book's training script and of the HF Trainer, for readers porting a config
 BOOK_NAMES = {
     "learning_rate": "lr",
@@ -147,7 +147,10 @@ def load_config(argv) -> TrainConfig:
         if not arg.startswith("--"):
             raise ValueError(f"unexpected argument {arg!r}; usage: train.py [CONFIG] [--key=value ...]")
         key, has_value, value = arg[2:].partition("=")
-        cfg = set_knob(cfg, key.replace("-", "_"), value if has_value else "true", where="command line")
+        key = key.replace("-", "_")
+        if not has_value and hasattr(cfg, key) and not isinstance(getattr(cfg, key), bool):
+            raise ValueError(f"--{key} needs a value: write --{key}=VALUE, with '=' and no space")
+        cfg = set_knob(cfg, key, value if has_value else "true", where="command line")
     for f in fields(cfg):
         allowed = get_args(f.type)  # the choices of a Literal knob; () for the others
         if allowed and getattr(cfg, f.name) not in allowed:
@@ -158,8 +161,13 @@ def load_config(argv) -> TrainConfig:
     for key in NON_NEGATIVE.split():
         if not getattr(cfg, key) >= 0:
             raise ValueError(f"{key}={getattr(cfg, key)} must be zero or positive")
+    for f in fields(cfg):  # inf passes the sign checks and then makes every loss NaN
+        if f.type is float and not math.isfinite(getattr(cfg, f.name)):
+            raise ValueError(f"{f.name}={getattr(cfg, f.name)} must be a finite number")
     if not 0 <= cfg.beta2 < 1:
         raise ValueError(f"beta2={cfg.beta2} must be in [0, 1)")
+    if cfg.seed >= 2**62:  # torch's seeds are 64-bit, and resuming adds 1000 * step + rank to this one
+        raise ValueError(f"seed={cfg.seed} must be below 2**62")
     return cfg
 
 
@@ -367,9 +375,11 @@ def optimizer_step(run, stop_here) -> tuple[float, float, bool]:
     # fp16's GradScaler expects overflowing gradients now and then: it skips that step and lowers its scale.
     finite = math.isfinite(loss) and (math.isfinite(norm) or run.scaler.is_enabled())
     if not finite and not cfg.skip_nonfinite:
+        latest = Path(cfg.out_dir) / "latest"
+        saved = f"the checkpoints in {cfg.out_dir} stand" if latest.exists() else "no checkpoint saved yet"
         raise ValueError(
-            f"step {run.step + 1}: loss {loss}, gradient norm {norm}: training diverged; the "
-            f"checkpoints in {cfg.out_dir} stand. Lower lr or set skip_nonfinite=true"
+            f"step {run.step + 1}: loss {loss}, gradient norm {norm}: training diverged ({saved}); "
+            "lower lr or set skip_nonfinite=true"
         )
     if finite:
         run.scaler.step(run.optimizer)
@@ -418,10 +428,13 @@ def latest_checkpoint(path) -> Path:
     """Run folder -> its newest checkpoint; a checkpoint or any HF-format GPT-2 folder -> itself."""
     path = Path(path)
     if (path / "latest").is_file():
-        newest = path / (path / "latest").read_text().strip()
-        if not newest.is_dir():
-            raise ValueError(f"{path / 'latest'} names {newest.name!r}, which is not there; "
-                             "write the name of an existing ckpt-* folder into it")  # fmt: skip
+        name = (path / "latest").read_text().strip()
+        newest = path / name
+        if not name or not newest.is_dir():  # empty, `latest` would name the run folder itself
+            problem = f"names {name!r}, which is not there" if name else "is empty"
+            raise ValueError(
+                f"{path / 'latest'} {problem}; write the name of an existing ckpt-* folder into it"
+            )
         return newest
     if (path / "config.json").is_file() and any((path / w).is_file() for w in WEIGHT_FILES):
         return path
@@ -464,7 +477,12 @@ def save_checkpoint(run):
 def load_checkpoint(run, folder):
     """Put `run` back where save_checkpoint left it: weights, optimizer, scaler, data, counters, RNG."""
     saved = GPT.from_pretrained(folder)
-    for knob in ("vocab_size", "context", "n_layer", "n_head", "n_embd"):
+    if saved.config.vocab_size != run.model.config.vocab_size:  # the vocabulary is the dataset's, not a knob
+        raise ValueError(
+            f"{folder}: its model has a {saved.config.vocab_size}-token vocabulary, the dataset "
+            f"{run.cfg.data_dir} {run.model.config.vocab_size}; resume with the data_dir it was trained on"
+        )
+    for knob in ("context", "n_layer", "n_head", "n_embd"):
         if getattr(saved.config, knob) != getattr(run.model.config, knob):
             raise ValueError(
                 f"{folder}: its model has {knob}={getattr(saved.config, knob)}, this run's config "
@@ -678,7 +696,8 @@ def plot_losses(out_dir):
 
 # --- 7. The loop -----------------------------------------------------------------------------------------
 def train(cfg) -> dict:
-    """Train per `cfg`; returns the last evaluation plus step, tokens, skipped and stopped."""
+    """Train per `cfg`; returns the last evaluation plus step, tokens, skipped, and stopped: the number of
+    the signal that stopped it early, 0 if none."""
     rank, world, device = setup_distributed(cfg)
     handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:
@@ -712,6 +731,8 @@ def build_run(cfg, rank, world, device, vocab_size) -> Run:
     if ckpt:
         load_checkpoint(run, ckpt)
         say(f"resuming from {ckpt} at step {run.step}")
+        if run.step >= cfg.max_steps:
+            say(f"note: nothing to do, the run is at max_steps={cfg.max_steps}; raise it to train further")
     else:
         torch.manual_seed(cfg.seed + rank)  # dropout masks differ across ranks
     start_run_folder(run, resumed=ckpt is not None)
@@ -735,33 +756,38 @@ def train_on(cfg, rank, world, device) -> dict:
     log = RunLog(run)
     caught = catch_stop_signals()
     result, stopped = {}, False
-    while run.step < cfg.max_steps and not stopped:
-        loss, norm, stopped = optimizer_step(run, stop_here=bool(caught))
-        log.bar.update(1)
-        at_end = run.step == cfg.max_steps
-        if run.step % cfg.log_interval == 0 or at_end:
-            log.training(run, loss, norm)
-        if (run.step % cfg.eval_interval == 0 or at_end) and not stopped:
-            result = evaluate(run, val, meta["bytes_per_token"]["valid"])
-            log.evaluation(result)
-        if run.step % cfg.save_interval == 0 or at_end or stopped:
-            save_checkpoint(run)
-        if run.step % cfg.eval_interval == 0 or run.step % cfg.save_interval == 0:
-            log.restart_clock(run)
-    log.close()
+    try:  # closed on an error too, or tqdm redraws its bar below the error line
+        while run.step < cfg.max_steps and not stopped:
+            loss, norm, stopped = optimizer_step(run, stop_here=bool(caught))
+            log.bar.update(1)
+            at_end = run.step == cfg.max_steps
+            if run.step % cfg.log_interval == 0 or at_end:
+                log.training(run, loss, norm)
+            if (run.step % cfg.eval_interval == 0 or at_end) and not stopped:
+                result = evaluate(run, val, meta["bytes_per_token"]["valid"])
+                log.evaluation(result)
+            if run.step % cfg.save_interval == 0 or at_end or stopped:
+                save_checkpoint(run)
+            if run.step % cfg.eval_interval == 0 or run.step % cfg.save_interval == 0:
+                log.restart_clock(run)
+    finally:
+        log.close()
     if rank == 0:
         plot_losses(Path(cfg.out_dir))
         if stopped:
             print(f"stopped by a signal at step {run.step}, checkpoint saved; continue with --resume")
-    return {**result, "step": run.step, "tokens": run.tokens, "skipped": run.skipped, "stopped": stopped}
+    signum = (caught or [signal.SIGTERM])[0] if stopped else 0  # another rank may have been the one signalled
+    return {**result, "step": run.step, "tokens": run.tokens, "skipped": run.skipped, "stopped": signum}
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] in (["-h"], ["--help"]):
+    if {"-h", "--help"} & set(argv):
         print(__doc__ + "\nusage: train.py [CONFIG] [--key=value ...]; knobs and defaults:")
         return print("\n".join(f"  --{k}={v!r}" for k, v in asdict(TrainConfig()).items()))
-    train(load_config(argv))
+    stopped = train(load_config(argv))["stopped"]
+    if stopped:  # as a process the signal killed: `set -e` scripts and schedulers see the run did not finish
+        sys.exit(128 + stopped)
 
 
 if __name__ == "__main__":

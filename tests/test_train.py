@@ -7,6 +7,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -132,11 +133,20 @@ def test_config_names_resolve_and_values_parse():
         (["nosuchconfig"], "config 'nosuchconfig' not found; use one of"),
         (["--grad_clip=-1"], "grad_clip=-1.0 must be zero or positive"),  # would flip every gradient
         (["--beta2=1"], r"beta2=1.0 must be in \[0, 1\)"),
+        (["--max_steps", "10"], "--max_steps needs a value: write --max_steps=VALUE"),  # not max_steps=True
+        (["--warmup_steps=-5"], "warmup_steps=-5 must be zero or positive"),
+        (["--lr=inf"], "lr=inf must be a finite number"),
+        ([f"--seed={2**62}"], "must be below 2\\*\\*62"),
     ],
 )
 def test_config_errors_are_clear(argv, message):
     with pytest.raises(ValueError, match=message):
         train.load_config(argv)
+
+
+def test_help_after_a_config_name(capsys):
+    train.main(["tiny", "-h"])
+    assert "usage: train.py [CONFIG] [--key=value ...]" in capsys.readouterr().out
 
 
 def test_config_file_unknown_key_names_the_file(tmp_path):
@@ -405,6 +415,22 @@ def test_a_failed_start_writes_nothing_and_another_shape_cannot_resume(dataset, 
     with pytest.raises(ValueError, match="its model has n_embd=32, this run's config 64"):
         train.train(config(dataset, tmp_path / "run", max_steps=4, n_embd=64, resume=True))
     assert (tmp_path / "run" / "config.json").read_text() == before
+    data.prepare(
+        tmp_path / "other", [dataset.parent / "src"], vocab_size=280, valid_share=0.25, progress=False
+    )
+    with pytest.raises(
+        ValueError, match="300-token vocabulary, the dataset .*other 280; resume with the data_dir"
+    ):
+        train.train(config(tmp_path / "other", tmp_path / "run", max_steps=4, resume=True))
+    (tmp_path / "run" / "latest").write_text("\n")  # emptied by hand: it would name the run folder itself
+    with pytest.raises(ValueError, match="latest is empty; write the name of an existing ckpt-"):
+        train.train(config(dataset, tmp_path / "run", max_steps=4, resume=True))
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_to_do(dataset, tmp_path, capsys):
+    train.train(config(dataset, tmp_path / "run", max_steps=2))
+    result = train.train(config(dataset, tmp_path / "run", max_steps=2, resume=True))
+    assert "nothing to do, the run is at max_steps=2" in capsys.readouterr().out and result["step"] == 2
 
 
 # train.py's own command line, with a SIGTERM arriving, as from a scheduler, right after step 3
@@ -426,7 +452,7 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(dataset, tmp_path):
     cfg = config(dataset, tmp_path / "killed", max_steps=8)
     cmd = [sys.executable, "-c", SIGTERM_AFTER_STEP_3, *cli(cfg)]
     result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-2000:]  # a stop, not a finished run
     assert "stopped by a signal at step 4" in result.stdout
     assert (tmp_path / "killed" / "latest").read_text().strip() == "ckpt-0000004"
     train.train(dataclasses.replace(cfg, resume=True))
@@ -435,9 +461,18 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(dataset, tmp_path):
     assert_same_weights(weights(tmp_path / "killed"), weights(tmp_path / "whole"), exact=True)
 
 
+def test_an_error_mid_run_is_the_last_line(dataset, tmp_path):
+    """The progress bar is closed before the error is printed, not redrawn below it at exit."""
+    cfg = config(dataset, tmp_path / "run", lr=1e30, warmup_steps=0)
+    cmd = [sys.executable, "train.py", *cli(cfg)]
+    result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: step 2: loss nan"), result.stderr
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float16"])  # fp16: its GradScaler must survive a skip
 def test_nonfinite_loss_stops_or_is_skipped(dataset, tmp_path, dtype):
-    with pytest.raises(ValueError, match="diverged"):
+    with pytest.raises(ValueError, match="diverged .no checkpoint saved yet.; lower lr"):
         train.train(config(dataset, tmp_path / "stop", lr=1e30, warmup_steps=0, dtype=dtype))
     knobs = dict(lr=1e30, warmup_steps=0, skip_nonfinite=True, dtype=dtype)
     result = train.train(config(dataset, tmp_path / "skip", **knobs))
