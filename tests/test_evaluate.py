@@ -290,21 +290,24 @@ def test_perplexity_files_and_dataset_agree_on_the_same_text(world, capsys):
         (["humaneval", "--checkpoint", "{run}", "--problems", "{tmp}/none.jsonl"], "none.jsonl"),
         (["humaneval", "--checkpoint", "{run}", "--problems", MINI, "--out", "{tmp}/no/r.jsonl"], "--out"),
         (["humaneval", "--checkpoint", "{tmp}", "--problems", MINI], "no checkpoint"),
-        (["perplexity", "--checkpoint", "{run}", "--data", "{tmp}/missing"], "missing"),
+        (["perplexity", "--checkpoint", "{tmp}", "--data", "{tmp}/missing"], "missing"),  # before the model
         (["perplexity", "--checkpoint", "{run}", "--data", "{ds}", "--batch-size", "0"], "--batch-size"),
         (["perplexity", "--checkpoint", "{other}", "--data", "{ds}"], "another tokenizer"),
+        (["perplexity", "--checkpoint", "{run}", "--data", "{ds}", "{src}"], "dataset must come alone"),
+        (["perplexity", "--checkpoint", "{run}", "--data", "{ds}/meta.json"], "give its folder (--data"),
     ],
 )
-def test_bad_input_is_refused_with_one_line(world, tmp_path, args, words):
+def test_bad_input_is_refused_with_one_line(world, tmp_path, monkeypatch, args, words):
+    monkeypatch.chdir(tmp_path)  # where the default --out is free: an existing one is refused
     other = make_checkpoint(tmp_path / "other", Tokenizer.train([CODE * 3], vocab_size=280, progress=False))
-    paths = {"run": world["run"], "tmp": tmp_path, "ds": world["ds"], "other": other}
+    paths = {"run": world["run"], "tmp": tmp_path, "ds": world["ds"], "other": other, "src": world["src"]}
     with pytest.raises((ValueError, OSError)) as e:
         evaluate.main([str(a).format(**paths) for a in args])
     assert words in str(e.value) and "\n" not in str(e.value)
 
 
 def test_the_command_line_turns_a_mistake_into_exit_code_2(tmp_path):
-    r = run_cli("humaneval", "--checkpoint", tmp_path, "--problems", MINI)
+    r = run_cli("humaneval", "--checkpoint", tmp_path, "--problems", MINI, "--out", tmp_path / "r.jsonl")
     assert r.returncode == 2
     assert r.stderr.startswith("error: ") and "no checkpoint" in r.stderr and "Traceback" not in r.stderr
 
@@ -313,7 +316,11 @@ def test_the_command_line_turns_a_mistake_into_exit_code_2(tmp_path):
     "change, message",
     [
         (dict(limit=0), "--limit must be at least 1"),
-        (dict(timeout=float("nan")), "--timeout above 0"),
+        (dict(timeout=float("nan")), "--timeout nan: must be above 0"),
+        (dict(timeout=1e12), "at most 86400 seconds"),  # would overflow select() after generating
+        (dict(seed=10**23), "--seed must be an integer in"),
+        (dict(seed=-1), "--seed must be an integer in"),
+        (dict(out=MINI), "already exists"),  # an earlier run's results are not overwritten
         (dict(out="."), "must be a file in an existing folder"),
         (dict(workers=0), "--workers and --limit must be at least 1"),
         (dict(top_p=1.5), "top_p must be in"),
@@ -321,7 +328,7 @@ def test_the_command_line_turns_a_mistake_into_exit_code_2(tmp_path):
 )
 def test_settings_that_would_fail_after_generation_are_refused_first(change, message):
     good = dict(k="1", n=1, batch_size=1, limit=None, timeout=3.0, out="results.jsonl", max_new_tokens=8,
-                workers=None, temperature=0.2, top_p=0.95)  # fmt: skip
+                workers=None, temperature=0.2, top_p=0.95, seed=1)  # fmt: skip
     with pytest.raises(ValueError, match=message):
         evaluate.check_humaneval_args(argparse.Namespace(**{**good, **change}))
 
@@ -330,3 +337,11 @@ def test_a_problem_line_that_is_not_an_object_is_refused(tmp_path):
     (tmp_path / "five.jsonl").write_text("5\n")
     with pytest.raises(ValueError, match="five.jsonl:1: not a HumanEval problem"):
         evaluate.load_problems(tmp_path / "five.jsonl")
+
+
+@pytest.mark.parametrize("field, value", [("prompt", 5), ("prompt", ""), ("entry_point", None), ("test", [])])
+def test_a_problem_field_that_is_not_a_non_empty_string_is_refused_up_front(tmp_path, field, value):
+    good, *_ = MINI.read_text().splitlines()
+    (tmp_path / "p.jsonl").write_text(f"{good}\n{json.dumps({**json.loads(good), field: value})}\n")
+    with pytest.raises(ValueError, match=f"p.jsonl:2: {field} must be a non-empty string"):
+        evaluate.load_problems(tmp_path / "p.jsonl")

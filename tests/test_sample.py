@@ -278,6 +278,8 @@ def test_cli_several_samples_between_rules(run_dir, loaded, tmp_path, capsys):
      pytest.param(["--prompt", "x", "--device", "cuda"], "no CUDA device",
                   marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
      (["--prompt", "x", "--device", "hpu"], "cannot use it"),
+     (["--prompt", "x", "--seed", "-1"], "--seed must be an integer in [0, 2**63)"),
+     (["--prompt", "x", "--tokenizer", "/nonexistent"], "--tokenizer /nonexistent: no such file or folder"),
      pytest.param(["--prompt", "x", "--device", "mps"], "cannot use it",
                   marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason="MPS is here"))],
 )  # fmt: skip
@@ -301,7 +303,9 @@ def cli(run_dir, tmp_path_factory):
                          input=b"def mean(a):\n")  # fmt: skip
         # no --checkpoint, in a folder where nothing was trained: out/tiny does not exist
         untrained = pool.submit(run, [*SAMPLE, "--prompt", "x"], cwd=tmp_path_factory.mktemp("fresh"))
-        return ok.result(), untrained.result()
+        # a seed torch.Generator cannot take: refused before the prompt is echoed
+        huge = pool.submit(run, [*SAMPLE, "--checkpoint", str(run_dir), "--prompt", "x", "--seed", "9" * 23])
+        return ok.result(), untrained.result(), huge.result()
 
 
 def test_cli_end_to_end(cli, loaded):
@@ -317,3 +321,10 @@ def test_cli_error_is_one_line_and_exit_2(cli):
     err = untrained.stderr.decode()
     assert untrained.returncode == 2 and untrained.stdout == b""
     assert err.startswith("error: ") and err.count("\n") == 1 and "bash demo.sh" in err
+
+
+def test_cli_refuses_a_seed_torch_cannot_take_before_any_output(cli):
+    huge_seed = cli[2]
+    err = huge_seed.stderr.decode()
+    assert huge_seed.returncode == 2 and huge_seed.stdout == b""  # not even the prompt
+    assert err.startswith("error: --seed must be an integer in [0, 2**63)") and err.count("\n") == 1
