@@ -28,6 +28,7 @@ import keyword
 import math
 import os
 import re
+import signal
 import sys
 import zlib
 from collections import Counter, defaultdict, deque
@@ -151,6 +152,7 @@ GPT2_ASCII = re.compile(
 
 def _init_worker(pattern: str):
     global _pattern, _ascii_fast_path
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no worker tracebacks
     _pattern, _ascii_fast_path = regex.compile(pattern), pattern == GPT2_PATTERN
 
 
@@ -278,6 +280,9 @@ class Tokenizer:
         self.ranks = ranks
         self.pattern = pattern
         self.special_tokens = dict(special_tokens or {})
+        ids = [*ranks.values(), *self.special_tokens.values()]
+        if not all(isinstance(i, int) and 0 <= i < 1 << 32 for i in ids):
+            raise ValueError("token ids must be integers from 0 to 2**32 - 1 (tiktoken's ranks are u32)")
         self._bytes = {i: t for t, i in ranks.items()} | {
             i: s.encode() for s, i in self.special_tokens.items()
         }
@@ -530,10 +535,9 @@ def main(argv=None):
     if args.command == "export" and not (args.tiktoken or args.hf):
         parser.error("export: give --tiktoken FILE and/or --hf DIR")
     if args.command == "train":
-        if not Path(args.out).resolve().parent.is_dir():
-            raise ValueError(f"--out {args.out}: its directory does not exist; create it first")
-        if Path(args.out).is_dir():
-            raise ValueError(f"--out {args.out}: is a directory; give the tokenizer file's name")
+        if args.min_frequency < 0:  # 0 and 1 both let any pair merge, as in HF's BpeTrainer (default 0)
+            raise ValueError(f"--min-frequency {args.min_frequency}: need >= 0")
+        _check_out_file("--out", args.out)
         stats = Counter()
         tok = Tokenizer.train(
             read_texts(args.input, stats=stats), args.vocab_size, PATTERNS[args.pattern], args.min_frequency
@@ -541,16 +545,35 @@ def main(argv=None):
         tok.save(args.out)
         print(f"wrote {args.out}: vocab_size {tok.vocab_size}; read {_describe(stats)}")
     elif args.command == "report":
+        if args.max_mb <= 0:
+            raise ValueError(f"--max-mb {args.max_mb}: need > 0")
         stats = Counter()
         texts = first_mb(read_texts(args.input, stats=stats), args.max_mb)
+        if not any(texts):
+            raise ValueError(f"--input {' '.join(args.input)}: no text to measure; pass files that hold some")
         source = f"the first {args.max_mb} MB of {' '.join(args.input)} ({_describe(stats)})"
         report(args.file, texts, source, args.compare)
     else:
-        tok = Tokenizer.load(args.file)
+        if args.tiktoken:
+            _check_out_file("--tiktoken", args.tiktoken)
+        if args.hf and Path(args.hf).exists() and not Path(args.hf).is_dir():
+            raise ValueError(f"--hf {args.hf}: is a file; give a directory for vocab.json and merges.txt")
+        tok, written = Tokenizer.load(args.file), []
         if args.tiktoken:
             tok.save_tiktoken(args.tiktoken)
+            written.append(f"{args.tiktoken} (tiktoken ranks)")
         if args.hf:
             tok.save_hf(args.hf)
+            written.append(f"{Path(args.hf) / HF_FILES[0]} + {HF_FILES[1]}")
+        print(f"wrote {' and '.join(written)}: vocab_size {tok.vocab_size}")
+
+
+def _check_out_file(flag, path):
+    """Refuse an output file that cannot be written, naming it as typed (writes go through `<path>.tmp`)."""
+    if not Path(path).resolve().parent.is_dir():
+        raise ValueError(f"{flag} {path}: its directory does not exist; create it first")
+    if Path(path).is_dir():
+        raise ValueError(f"{flag} {path}: is a directory; give a file name")
 
 
 PROBLEMS = {

@@ -160,8 +160,17 @@ def scan(sources, opts, progress):
             sample_bytes += size
             while sample_bytes > budget:
                 sample_bytes -= len(heapq.heappop(sample)[1].encode())
+    if stats["seen"] == 0 and read_stats["missing_field"]:
+        file = read_stats["first_missing_field"].rpartition(":")[0]
+        n = read_stats["missing_field"]
+        raise ValueError(f"{file}: no record has field {opts.field!r} ({n} skipped); pass --field NAME")
     if stats["seen"] == 0:
         raise ValueError(f"no documents found in {', '.join(map(str, sources))}; check --source and --glob")
+    if 1 in flags and not sample and not opts.tokenizer:  # each train document alone is over the budget
+        raise ValueError(
+            f"--tokenizer-sample-mb {opts.tokenizer_sample_mb}: smaller than every train document; "
+            f"pass a larger one (default {Options.tokenizer_sample_mb})"
+        )
     return flags, [text for _, text in sample], stats, read_stats
 
 
@@ -221,7 +230,7 @@ def make_recipe(sources, options):
     if not opts.tokenizer and not 257 <= opts.vocab_size <= 1 << 16:  # 256 bytes + <|endoftext|>; uint16
         raise ValueError(f"--vocab-size {opts.vocab_size}: need 257 (bytes + <|endoftext|>) to 65,536")
     for ok, need in [
-        (0 <= opts.valid_share < 1, f"0 <= --valid-share < 1, got {opts.valid_share}"),
+        (0 < opts.valid_share < 1, f"0 < --valid-share < 1 (training validates), got {opts.valid_share}"),
         (1 <= opts.shard_tokens < 1 << 31, f"1 <= --shard-tokens < 2**31, got {opts.shard_tokens}"),
         (opts.tokenizer_sample_mb > 0, f"--tokenizer-sample-mb > 0, got {opts.tokenizer_sample_mb}"),
         (not Path(opts.glob).is_absolute(), f"a --glob relative to each source directory, got {opts.glob}"),
@@ -256,6 +265,11 @@ def claim_out_dir(out_dir, recipe, overwrite):
     if overwrite:  # only our own files: --out may hold other things
         for p in ours:
             p.unlink()
+    elif ours and old and old.get("complete") is False:  # e.g. a prepare stopped by a bad --vocab-size
+        raise ValueError(
+            f"{out_dir} holds an unfinished prepare made with other sources or options; "
+            "pass --overwrite to discard it, or use another --out"
+        )
     elif ours:
         raise ValueError(
             f"{out_dir} holds a dataset made with other sources or options; "
@@ -344,7 +358,7 @@ def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options)
     old = claim_out_dir(out_dir, recipe, overwrite)
     if old and old.get("complete"):
         print(f"{out_dir} is already complete; reusing it (--overwrite starts over)")
-        return old
+        return load_meta(out_dir)  # checked as readers check it: keys, tokenizer
     given = given_tokenizer(opts)  # before anything is written: a bad --tokenizer costs nothing
     flags, sample, stats, read_stats = scan(sources, opts, progress)
     if opts.keywords:  # the HF course prints this share: 3.26% of codeparrot for its four libraries
@@ -380,19 +394,44 @@ def write_json(path, obj):
     bpe.write_atomic(path, json.dumps(obj, indent=1))
 
 
+# What readers (inspect, train.py, evaluate.py) take from meta.json, checked once when a dataset is opened.
+META_KEYS = ("vocab_size", "tokenizer", "tokenizer_sha256", "documents", "read")
+SPLIT_KEYS = ("docs", "tokens", "shards", "bytes_per_token")  # each {"train": ..., "valid": ...}
+
+
 def load_meta(data_dir):
-    """The dataset's meta.json, or a ValueError saying how to make the dataset."""
-    path, hint = Path(data_dir) / "meta.json", f"make it with `python data.py prepare --out {data_dir}`"
+    """The meta.json of a complete dataset whose tokenizer is the one its shards were made with, or a
+    ValueError saying how to make the dataset. The tokenizer is hashed here, at open, so a missing or
+    replaced one stops a training run before its first step, not at its first save."""
+    path = Path(data_dir) / "meta.json"
+    rebuild = f"rebuild with `python data.py prepare --out {data_dir} --overwrite`"
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
+        hint = f"make it with `python data.py prepare --out {data_dir}`"
         raise ValueError(f"{data_dir}: no dataset here (no meta.json); {hint}") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ValueError(f"{path}: not valid JSON; {hint} --overwrite") from None
+        raise ValueError(f"{path}: not valid JSON; {rebuild}") from None
     if not isinstance(meta, dict) or not meta.get("complete") or meta.get("format_version") != VERSION:
         raise ValueError(
             f"{data_dir}: dataset is incomplete or of another version; re-run the prepare command "
             "that made it to finish it (or --overwrite)"
+        )
+    lacking = [k for k in META_KEYS if k not in meta] + [
+        f"{k}.{s}" if isinstance(meta.get(k), dict) else k
+        for k in SPLIT_KEYS
+        for s in SPLITS
+        if not isinstance(meta.get(k), dict) or s not in meta[k]
+    ]
+    if lacking:
+        raise ValueError(f"{path} lacks {lacking[0]!r}; {rebuild}")
+    tokenizer = Path(data_dir) / meta["tokenizer"]
+    if not tokenizer.is_file():
+        raise ValueError(f"{data_dir} has no {meta['tokenizer']}; restore it or {rebuild}")
+    if file_sha256(tokenizer) != meta["tokenizer_sha256"]:
+        raise ValueError(
+            f"{tokenizer} differs from the one the shards were made with (sha256 in meta.json); "
+            "restore it or rebuild with --overwrite"
         )
     return meta
 
@@ -403,6 +442,7 @@ class TokenStream:
 
     def __init__(self, data_dir, split):
         meta = load_meta(data_dir)
+        self.name, self.vocab_size = f"{data_dir} {split} split", meta["vocab_size"]
         self.shards = [open_shard(Path(data_dir) / name) for name in meta["shards"][split]]
         self.ends = np.cumsum([len(s) for s in self.shards], dtype=np.int64)
         self.n_tokens = int(self.ends[-1]) if self.shards else 0
@@ -420,6 +460,11 @@ class TokenStream:
                 take = min(length - pos, len(self.shards[i]) - lo)
                 row[pos : pos + take] = self.shards[i][lo : lo + take]
                 pos, i = pos + take, i + 1
+        if out.size and out.max() >= self.vocab_size:  # else an embedding IndexError mid-run; microseconds
+            raise ValueError(
+                f"{self.name}: token {out.max()} >= vocab_size {self.vocab_size}: corrupt shard; "
+                "rebuild with --overwrite"
+            )
         return out
 
 

@@ -3,11 +3,13 @@
 import gzip
 import json
 import random
+import signal
 import subprocess
 import sys
 import sysconfig
 import unicodedata
 from collections import Counter
+from multiprocessing import get_context
 from pathlib import Path
 
 import pytest
@@ -121,6 +123,12 @@ def test_counts_do_not_overflow():
     assert bytes(to_byte) == b"ab"
 
 
+def test_pool_workers_leave_ctrl_c_to_the_parent():
+    """Else Ctrl-C in `data.py prepare` prints a KeyboardInterrupt traceback from every worker."""
+    with get_context("fork").Pool(1, bpe._init_worker, (bpe.GPT2_PATTERN,)) as pool:
+        assert pool.apply(signal.getsignal, (signal.SIGINT,)) == signal.SIG_IGN
+
+
 def test_min_frequency_and_vocab_limits(texts):
     with pytest.raises(ValueError, match="only supports"):
         bpe.Tokenizer.train(texts[:2], vocab_size=30000, processes=1, progress=False)
@@ -130,6 +138,9 @@ def test_min_frequency_and_vocab_limits(texts):
         bpe.Tokenizer.train(["", ""], vocab_size=300, processes=1, progress=False)
     small = bpe.Tokenizer.train(texts[:2], vocab_size=257, processes=1, progress=False)
     assert small.vocab_size == 257
+    words = {b"ab": 3, b"cd": 1}  # min_frequency 0 means 1, as in HF's BpeTrainer, where 0 is the default
+    merges = bpe.learn_merges(words, 5, 0, False)
+    assert merges == bpe.learn_merges(words, 5, 1, False) == [(64, 65), (66, 67)]  # ab, cd in HF_BYTE_ORDER
 
 
 def test_save_load_and_tiktoken_file(tok, tmp_path):
@@ -156,6 +167,22 @@ def test_save_load_and_tiktoken_file(tok, tmp_path):
             bpe.Tokenizer.load(tmp_path / name)
     with pytest.raises(ValueError, match="lacks 254 of the 256 single-byte tokens"):
         bpe.Tokenizer.load(tmp_path / "two_bytes.tiktoken")
+
+
+def test_ranks_out_of_tiktoken_range_are_refused(tok, tmp_path):
+    """tiktoken keeps ranks as u32: a negative one gave an OverflowError traceback."""
+    tok.save_tiktoken(tmp_path / "ranks.tiktoken")
+    lines = [line.split() for line in (tmp_path / "ranks.tiktoken").read_text().splitlines()]
+    (tmp_path / "negative.tiktoken").write_text("".join(f"{t} {-int(r) - 1}\n" for t, r in lines))
+    r = run_cli("report", tmp_path / "negative.tiktoken", "--input", STDLIB / "json/decoder.py")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert "negative.tiktoken: not a usable bpe.py tokenizer or tiktoken ranks file" in r.stderr
+    assert "token ids must be integers from 0 to 2**32 - 1" in r.stderr
+    tok.save(tmp_path / "t.bpe")
+    saved = json.loads((tmp_path / "t.bpe").read_text())
+    (tmp_path / "huge.bpe").write_text(json.dumps({**saved, "special_tokens": {bpe.EOT: 1 << 32}}))
+    with pytest.raises(ValueError, match="huge.bpe: not a usable bpe.py tokenizer"):
+        bpe.Tokenizer.load(tmp_path / "huge.bpe")
 
 
 def test_hf_folder_loads_back_and_bad_ones_are_refused(tok, tmp_path):
@@ -290,6 +317,7 @@ def test_cli_train_report_export(tmp_path):
         (["--input", "/no/such/dir"], "no such file"),
         (["--input", "EMPTY"], "empty"),
         (["--out", "/no/such/dir/tok.bpe"], "does not exist"),
+        (["--min-frequency", -1], "--min-frequency -1: need >= 0"),
     ],
 )
 def test_cli_errors_exit_2_with_one_line(tmp_path, args, message):
@@ -303,3 +331,33 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, args, message):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     last = r.stderr.strip().splitlines()[-1]  # the lines before are progress bars
     assert last.startswith("error: ") and message in last
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["report", "{t}/t.bpe", "--input", "{t}/src.py", "--max-mb", "0"], "--max-mb 0.0: need > 0"),
+        (["report", "{t}/t.bpe", "--input", "{t}/empty.py"], "--input {t}/empty.py: no text to measure"),
+        (["export", "{t}/t.bpe", "--tiktoken", "{t}"], "--tiktoken {t}: is a directory; give a file name"),
+        (["export", "{t}/t.bpe", "--tiktoken", "{t}/no/r.tik"], "--tiktoken {t}/no/r.tik: its directory"),
+        (["export", "{t}/t.bpe", "--hf", "{t}/src.py"], "--hf {t}/src.py: is a file; give a directory for"),
+    ],
+)
+def test_cli_report_export_errors_name_the_path_typed(tok, tmp_path, args, message):
+    """One line naming the flag and path as typed (not a `.tmp` name, not an errno), exit 2."""
+    tok.save(tmp_path / "t.bpe")
+    (tmp_path / "empty.py").write_text("")
+    (tmp_path / "src.py").write_text("x = 1\n")
+    r = run_cli(*[a.format(t=tmp_path) for a in args])
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("error: " + message.format(t=tmp_path))
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_cli_export_says_what_it_wrote(tok, tmp_path):
+    tok.save(tmp_path / "t.bpe")
+    r = run_cli("export", tmp_path / "t.bpe", "--tiktoken", tmp_path / "r.tik", "--hf", tmp_path / "hf")
+    assert r.returncode == 0 and r.stdout == (
+        f"wrote {tmp_path / 'r.tik'} (tiktoken ranks) and {tmp_path / 'hf/vocab.json'} + merges.txt: "
+        "vocab_size 2000\n"
+    )

@@ -26,7 +26,14 @@ def make_dataset(path, sizes=(50, 37, 61), valid=(45,), vocab=1 << 16):
             data.write_shard(path / f"{split}_{i:06d}.bin", np.arange(start, start + n), vocab)
             shards[split].append(f"{split}_{i:06d}.bin")
             start += n
-    meta = {"complete": True, "format_version": data.VERSION, "vocab_size": vocab, "shards": shards}
+    (path / "tokenizer.bpe").write_text("a stand-in: opening a dataset only checks its sha256")
+    tokens = {split: sum(lengths) for split, lengths in (("train", sizes), ("valid", valid))}
+    meta = {
+        "complete": True, "format_version": data.VERSION, "vocab_size": vocab, "shards": shards,
+        "tokenizer": "tokenizer.bpe", "tokenizer_sha256": data.file_sha256(path / "tokenizer.bpe"),
+        "documents": {}, "read": {}, "docs": tokens, "tokens": tokens,
+        "bytes_per_token": dict.fromkeys(tokens, 1.0),
+    }  # fmt: skip
     (path / "meta.json").write_text(json.dumps(meta))
     return path
 
@@ -135,6 +142,29 @@ def test_loader_refuses_bad_arguments(tmp_path):
         data.Loader(path, "valid", 1, T, rank=2, world_size=2)
     with pytest.raises(ValueError, match="python data.py prepare --out"):
         data.Loader(tmp_path / "nothing", "train", 1, T)
+
+
+def test_opening_checks_the_tokenizer_against_meta(tmp_path):
+    """A tokenizer.bpe lost or replaced after prepare: refused at open, before training (not at its save)."""
+    path = make_dataset(tmp_path)
+    (path / "tokenizer.bpe").write_text("another tokenizer")
+    for open_it in (lambda: data.Loader(path, "train", 1, T), lambda: data.val_batches(path, 1, T, 100)):
+        with pytest.raises(ValueError, match=r"tokenizer.bpe differs from the one the shards were made with"):
+            open_it()
+    (path / "tokenizer.bpe").unlink()
+    with pytest.raises(ValueError, match=f"{re.escape(str(path))} has no tokenizer.bpe; restore it or"):
+        data.load_meta(path)
+
+
+def test_token_ids_beyond_the_vocabulary_stop_with_the_split(tmp_path):
+    """A shard with a sound header but ids >= vocab_size (tokens here run 0..147): one line, not an
+    IndexError in the embedding mid-run; the whole shard is never scanned."""
+    path = make_dataset(tmp_path, valid=(104,), vocab=100)
+    assert data.TokenStream(path, "train").windows([0, 24], T + 1)[1, -1] == 99  # below: fine
+    with pytest.raises(ValueError, match="train split: token 147 >= vocab_size 100: corrupt shard; rebuild"):
+        data.TokenStream(path, "train").windows([3, 36], T + 1)
+    with pytest.raises(ValueError, match="valid split: token 103 >= vocab_size 100"):
+        list(data.val_batches(path, 30, T, 1000))
 
 
 def test_val_batches_fixed_disjoint_balanced(tmp_path):
@@ -314,6 +344,27 @@ def test_prepare_with_given_tokenizer_and_keywords(tmp_path, capsys):
     assert not (tmp_path / "c").exists()
 
 
+def test_prepare_blames_what_the_user_can_fix(tmp_path):
+    sources = write_corpus(tmp_path / "src")
+    out = tmp_path / "ds"
+    with pytest.raises(ValueError, match=r"--tokenizer-sample-mb 0.0001: smaller than every train document"):
+        data.prepare(out, sources, min_size=0, tokenizer_sample_mb=0.0001, progress=False)
+    assert not out.exists()  # refused before anything was written
+    (tmp_path / "text.jsonl").write_text("".join(json.dumps({"text": code(f"t{i}")}) + "\n" for i in "abc"))
+    with pytest.raises(
+        ValueError, match="text.jsonl: no record has field 'content' .3 skipped.; pass --field NAME"
+    ):
+        data.prepare(out, [tmp_path / "text.jsonl"], progress=False)
+    assert data.scan([tmp_path / "text.jsonl"], opts(field="text"), False)[2]["kept"] == 3
+    # a prepare stopped by a bad option leaves an unfinished dataset; the corrected retry says how to go on
+    with pytest.raises(ValueError, match="only supports"):
+        data.prepare(out, sources, min_size=0, vocab_size=20000, progress=False)
+    unfinished = "holds an unfinished prepare made with other sources or options; pass --overwrite to discard"
+    with pytest.raises(ValueError, match=unfinished):
+        data.prepare(out, sources, min_size=0, vocab_size=300, progress=False)
+    assert (out / "meta.json").exists()  # nothing discarded without --overwrite
+
+
 # ---------------------------------------------------------------- command line
 def cli(*args, cwd=ROOT):
     return subprocess.run(
@@ -329,6 +380,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
     for args, message in [
         (["prepare", "--out", tmp_path / "o", "--source", tmp_path], "no file matching '*.py'"),
         (["prepare", "--out", tmp_path / "o", "--valid-share", "1.5"], "--valid-share < 1"),
+        (["prepare", "--out", tmp_path / "o", "--valid-share", "0"], "need 0 < --valid-share < 1"),
         (["prepare", "--out", tmp_path / "o", "--shard-tokens", "0"], "1 <= --shard-tokens < 2**31"),
         (["prepare", "--out", tmp_path / "o", "--tokenizer-sample-mb", "-1"], "--tokenizer-sample-mb > 0"),
         (["prepare", "--out", tmp_path / "o", "--glob", "/x.py"], "--glob relative"),
@@ -367,3 +419,19 @@ def test_cli_prepare_and_inspect(tmp_path, capsys):
     # the book's tokenizer analysis, measured on the held-out split
     assert "Python keywords that are not one token" in result.stdout
     assert re.search(r"\d\.\d{3} chars per token on \d+ documents of the valid split", result.stdout)
+
+
+def test_meta_lacking_a_key_is_one_line_exit_2(tmp_path):
+    """A complete meta.json without a key that readers use: refused when the dataset is opened, not a
+    KeyError later (train.py's came at its first evaluation, after training)."""
+    path = make_dataset(tmp_path / "ds")
+    meta = json.loads((path / "meta.json").read_text())
+    (path / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "bytes_per_token"}))
+    result = cli("inspect", path)
+    hint = f"rebuild with `python data.py prepare --out {path} --overwrite`"
+    assert result.returncode == 2
+    assert result.stderr == f"error: {path / 'meta.json'} lacks 'bytes_per_token'; {hint}\n"
+    del meta["shards"]["valid"]
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="meta.json lacks 'shards.valid'"):
+        data.Loader(path, "train", 1, T)
