@@ -481,6 +481,16 @@ def write_atomic(path, data: str | bytes):
 
 
 # ---------------------------------------------------------------------------------------- command line
+def run_cli(main):
+    """Every script's entry point (bpe, data, train, sample, evaluate): a user's mistake, raised as a
+    ValueError or OSError, ends in one line and exit 2; Ctrl-C in one line and 130, as shells expect."""
+    try:
+        main()
+    except (ValueError, OSError) as e:
+        sys.exit(print(f"error: {e}", file=sys.stderr) or 2)
+    except KeyboardInterrupt:
+        sys.exit(print("interrupted", file=sys.stderr) or 130)
+
 
 
 SNIPPET = 'def say_hello(self, name):\n        """Greet."""\n        print(f"Hello, {name}!")  # 42\n'
@@ -591,7 +601,4 @@ def _describe(stats) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, OSError) as e:
-        sys.exit(print(f"error: {e}", file=sys.stderr) or 2)
+    run_cli(main)

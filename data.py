@@ -21,7 +21,6 @@ import heapq
 import json
 import os
 import random
-import sys
 import sysconfig
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -642,7 +641,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, OSError) as e:
-        sys.exit(print(f"error: {e}", file=sys.stderr) or 2)
+    bpe.run_cli(main)

@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from bpe import Tokenizer, read_texts, write_atomic
+from bpe import Tokenizer, read_texts, run_cli, write_atomic
 from data import load_meta, val_batches, val_windows
 from model import check_sampling
 from sample import add_model_args, check_seed, complete, load_model_from_args
@@ -411,7 +411,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, OSError) as e:
-        sys.exit(print(f"error: {e}", file=sys.stderr) or 2)
+    run_cli(main)

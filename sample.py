@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from bpe import HF_FILES, Tokenizer
+from bpe import HF_FILES, Tokenizer, run_cli
 from model import GPT, check_sampling
 from train import keep_freed_memory, latest_checkpoint
 
@@ -256,7 +256,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, OSError) as e:
-        sys.exit(print(f"error: {e}", file=sys.stderr) or 2)
+    run_cli(main)

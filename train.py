@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from bpe import Tokenizer, write_atomic
+from bpe import Tokenizer, run_cli, write_atomic
 from data import Loader, load_meta, val_batches
 from model import GPT, WEIGHT_FILES, GPTConfig
 
@@ -791,7 +791,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, OSError) as e:
-        sys.exit(print(f"error: {e}", file=sys.stderr) or 2)
+    run_cli(main)

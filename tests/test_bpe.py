@@ -361,3 +361,19 @@ def test_cli_export_says_what_it_wrote(tok, tmp_path):
         f"wrote {tmp_path / 'r.tik'} (tiktoken ranks) and {tmp_path / 'hf/vocab.json'} + merges.txt: "
         "vocab_size 2000\n"
     )
+
+
+def test_run_cli_ends_a_mistake_in_exit_2_and_ctrl_c_in_130(capsys):
+    def mistake():
+        raise ValueError("x.bpe: not a tokenizer; pass another")
+
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    for main, code, line in (
+        (mistake, 2, "error: x.bpe: not a tokenizer; pass another"),
+        (ctrl_c, 130, "interrupted"),
+    ):
+        with pytest.raises(SystemExit) as exit:
+            bpe.run_cli(main)
+        assert exit.value.code == code and capsys.readouterr().err == line + "\n"
