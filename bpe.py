@@ -492,7 +492,6 @@ def run_cli(main):
         sys.exit(print("interrupted", file=sys.stderr) or 130)
 
 
-
 SNIPPET = 'def say_hello(self, name):\n        """Greet."""\n        print(f"Hello, {name}!")  # 42\n'
 
 

@@ -334,6 +334,7 @@ class Run:
     scaler: torch.amp.GradScaler
     loader: Loader
     key_ids: torch.Tensor
+    tokenizer: bytes  # the dataset's tokenizer.bpe as checked at start, copied into every checkpoint
     step: int = 0  # optimizer steps done
     skipped: int = 0  # steps skipped for a non-finite loss or gradient norm
 
@@ -458,7 +459,7 @@ def save_checkpoint(run):
         for stale in out.glob("ckpt-*.tmp*"):  # saves a crash cut short (some 18 GB each at 1.5B)
             shutil.rmtree(stale, ignore_errors=True)
         run.model.save_pretrained(tmp)
-        shutil.copy(Path(run.cfg.data_dir) / "tokenizer.bpe", tmp / "tokenizer.bpe")
+        (tmp / "tokenizer.bpe").write_bytes(run.tokenizer)
         (tmp / "train_config.json").write_text(config_json(run.cfg))
         state = dict(step=run.step, tokens=run.tokens, skipped=run.skipped, world_size=run.world, rng=rngs)
         state |= {name: getattr(run, name).state_dict() for name in ("optimizer", "scaler", "loader")}
@@ -721,13 +722,15 @@ def build_run(cfg, rank, world, device, vocab_size) -> Run:
     say(config_json(cfg).rstrip())
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = GPT(gpt_config).to(device)
+    # Read once: a dataset rebuilt during a days-long run must not hand its checkpoints another tokenizer.
+    tokenizer = (Path(cfg.data_dir) / "tokenizer.bpe").read_bytes()
     key_ids = torch.zeros(0, dtype=torch.long)
     if cfg.keytoken_alpha > 0:
         key_ids = keytoken_ids(Tokenizer.load(Path(cfg.data_dir) / "tokenizer.bpe")).to(device)
     dtype = pick_dtype(cfg, device)
     optimizer = make_optimizer(model, cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    run = Run(cfg, rank, world, device, dtype, model, model, optimizer, scaler, loader, key_ids)
+    run = Run(cfg, rank, world, device, dtype, model, model, optimizer, scaler, loader, key_ids, tokenizer)
     if ckpt:
         load_checkpoint(run, ckpt)
         say(f"resuming from {ckpt} at step {run.step}")

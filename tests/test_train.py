@@ -462,6 +462,21 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(dataset, tmp_path):
     assert_same_weights(weights(tmp_path / "killed"), weights(tmp_path / "whole"), exact=True)
 
 
+def test_checkpoints_keep_the_tokenizer_the_run_started_with(dataset, tmp_path, monkeypatch):
+    data_dir = tmp_path / "data"
+    shutil.copytree(dataset, data_dir)
+    started_with = (data_dir / "tokenizer.bpe").read_bytes()
+    step = train.optimizer_step
+
+    def step_then_rebuild(run, stop_here):  # the dataset is rebuilt, with another tokenizer, mid-run
+        (data_dir / "tokenizer.bpe").write_text("{}")
+        return step(run, stop_here)
+
+    monkeypatch.setattr(train, "optimizer_step", step_then_rebuild)
+    train.train(config(data_dir, tmp_path / "run", max_steps=2))
+    assert (train.latest_checkpoint(tmp_path / "run") / "tokenizer.bpe").read_bytes() == started_with
+
+
 def test_an_error_mid_run_is_the_last_line(dataset, tmp_path):
     """The progress bar is closed before the error is printed, not redrawn below it at exit."""
     cfg = config(dataset, tmp_path / "run", lr=1e30, warmup_steps=0)
