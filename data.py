@@ -406,7 +406,7 @@ def load_meta(data_dir):
     rebuild = f"rebuild with `python data.py prepare --out {data_dir} --overwrite`"
     try:
         meta = json.loads(path.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # NotADirectoryError: data_dir is a file
         hint = f"make it with `python data.py prepare --out {data_dir}`"
         raise ValueError(f"{data_dir}: no dataset here (no meta.json); {hint}") from None
     except (json.JSONDecodeError, UnicodeDecodeError):

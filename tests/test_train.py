@@ -184,6 +184,7 @@ def test_cli_errors_exit_2_with_one_line(tmp_path):
     for args, message in (
         (["--bogus=1"], "unknown config key 'bogus'"),
         ([f"--data_dir={tmp_path}/none", f"--out_dir={tmp_path}/run"], "data.py prepare"),
+        ([f"--data_dir={__file__}", f"--out_dir={tmp_path}/run"], "no dataset here (no meta.json)"),  # a file
     ):
         result = subprocess.run(
             [sys.executable, "train.py", *args], cwd=ROOT, env=ENV, capture_output=True, text=True
