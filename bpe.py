@@ -483,13 +483,24 @@ def write_atomic(path, data: str | bytes):
 # ---------------------------------------------------------------------------------------- command line
 def run_cli(main):
     """Every script's entry point (bpe, data, train, sample, evaluate): a user's mistake, raised as a
-    ValueError or OSError, ends in one line and exit 2; Ctrl-C in one line and 130, as shells expect."""
+    ValueError or OSError, ends in one line and exit 2; Ctrl-C in one line, and then as Ctrl-C ends a
+    program (die_of)."""
     try:
         main()
     except (ValueError, OSError) as e:
         sys.exit(print(f"error: {e}", file=sys.stderr) or 2)
     except KeyboardInterrupt:
-        sys.exit(print("interrupted", file=sys.stderr) or 130)
+        print("interrupted", file=sys.stderr)
+        die_of(signal.SIGINT)
+
+
+def die_of(signum):
+    """End as a process the signal killed (the shell shows 128 + signum). A mere exit(130) is not the
+    same: bash stops its own script or loop after a Ctrl-C only if the child died of it."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 SNIPPET = 'def say_hello(self, name):\n        """Greet."""\n        print(f"Hello, {name}!")  # 42\n'

@@ -356,8 +356,9 @@ def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options)
     out_dir = Path(out_dir)
     old = claim_out_dir(out_dir, recipe, overwrite)
     if old and old.get("complete"):
+        meta = load_meta(out_dir)  # checked as readers check it: version, keys, tokenizer
         print(f"{out_dir} is already complete; reusing it (--overwrite starts over)")
-        return load_meta(out_dir)  # checked as readers check it: keys, tokenizer
+        return meta
     given = given_tokenizer(opts)  # before anything is written: a bad --tokenizer costs nothing
     flags, sample, stats, read_stats = scan(sources, opts, progress)
     if opts.keywords:  # the HF course prints this share: 3.26% of codeparrot for its four libraries
@@ -411,11 +412,14 @@ def load_meta(data_dir):
         raise ValueError(f"{data_dir}: no dataset here (no meta.json); {hint}") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ValueError(f"{path}: not valid JSON; {rebuild}") from None
-    if not isinstance(meta, dict) or not meta.get("complete") or meta.get("format_version") != VERSION:
+    if not isinstance(meta, dict) or not meta.get("complete"):
         raise ValueError(
-            f"{data_dir}: dataset is incomplete or of another version; re-run the prepare command "
-            "that made it to finish it (or --overwrite)"
+            f"{data_dir}: dataset is incomplete; re-run the prepare command that made it to finish it "
+            "(or --overwrite)"
         )
+    if meta.get("format_version") != VERSION:
+        found = meta.get("format_version")
+        raise ValueError(f"{data_dir}: dataset format version {found}, this code reads {VERSION}; {rebuild}")
     lacking = [k for k in META_KEYS if k not in meta] + [
         f"{k}.{s}" if isinstance(meta.get(k), dict) else k
         for k in SPLIT_KEYS
@@ -430,7 +434,7 @@ def load_meta(data_dir):
     if file_sha256(tokenizer) != meta["tokenizer_sha256"]:
         raise ValueError(
             f"{tokenizer} differs from the one the shards were made with (sha256 in meta.json); "
-            "restore it or rebuild with --overwrite"
+            f"restore it or {rebuild}"
         )
     return meta
 
@@ -441,8 +445,9 @@ class TokenStream:
 
     def __init__(self, data_dir, split):
         meta = load_meta(data_dir)
-        self.name, self.vocab_size = f"{data_dir} {split} split", meta["vocab_size"]
-        self.shards = [open_shard(Path(data_dir) / name) for name in meta["shards"][split]]
+        self.data_dir, self.vocab_size = data_dir, meta["vocab_size"]
+        self.paths = [Path(data_dir) / name for name in meta["shards"][split]]
+        self.shards = [open_shard(path) for path in self.paths]
         self.ends = np.cumsum([len(s) for s in self.shards], dtype=np.int64)
         self.n_tokens = int(self.ends[-1]) if self.shards else 0
 
@@ -457,13 +462,14 @@ class TokenStream:
             while pos < length:
                 lo = start + pos - (int(self.ends[i]) - len(self.shards[i]))
                 take = min(length - pos, len(self.shards[i]) - lo)
-                row[pos : pos + take] = self.shards[i][lo : lo + take]
+                piece = row[pos : pos + take]
+                piece[:] = self.shards[i][lo : lo + take]
+                if piece.max(initial=0) >= self.vocab_size:  # a corrupt shard, not an IndexError mid-run
+                    raise ValueError(
+                        f"{self.paths[i]}: token {piece.max()} >= vocab_size {self.vocab_size}: corrupt "
+                        f"shard; rebuild with `python data.py prepare --out {self.data_dir} --overwrite`"
+                    )
                 pos, i = pos + take, i + 1
-        if out.size and out.max() >= self.vocab_size:  # else an embedding IndexError mid-run; microseconds
-            raise ValueError(
-                f"{self.name}: token {out.max()} >= vocab_size {self.vocab_size}: corrupt shard; "
-                "rebuild with --overwrite"
-            )
         return out
 
 

@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from bpe import Tokenizer, run_cli, write_atomic
+from bpe import Tokenizer, die_of, run_cli, write_atomic
 from data import Loader, load_meta, val_batches
 from model import GPT, WEIGHT_FILES, GPTConfig
 
@@ -762,6 +762,7 @@ def train_on(cfg, rank, world, device) -> dict:
     try:  # closed on an error too, or tqdm redraws its bar below the error line
         while run.step < cfg.max_steps and not stopped:
             loss, norm, stopped = optimizer_step(run, stop_here=bool(caught))
+            stopped = stopped and run.step < cfg.max_steps  # a signal in the last step: it just finishes
             log.bar.update(1)
             at_end = run.step == cfg.max_steps
             if run.step % cfg.log_interval == 0 or at_end:
@@ -789,8 +790,8 @@ def main(argv=None):
         print(__doc__ + "\nusage: train.py [CONFIG] [--key=value ...]; knobs and defaults:")
         return print("\n".join(f"  --{k}={v!r}" for k, v in asdict(TrainConfig()).items()))
     stopped = train(load_config(argv))["stopped"]
-    if stopped:  # as a process the signal killed: `set -e` scripts and schedulers see the run did not finish
-        sys.exit(128 + stopped)
+    if stopped:  # scripts and schedulers see that the run did not finish
+        die_of(stopped)
 
 
 if __name__ == "__main__":

@@ -363,17 +363,17 @@ def test_cli_export_says_what_it_wrote(tok, tmp_path):
     )
 
 
-def test_run_cli_ends_a_mistake_in_exit_2_and_ctrl_c_in_130(capsys):
-    def mistake():
-        raise ValueError("x.bpe: not a tokenizer; pass another")
-
-    def ctrl_c():
-        raise KeyboardInterrupt
-
-    for main, code, line in (
-        (mistake, 2, "error: x.bpe: not a tokenizer; pass another"),
-        (ctrl_c, 130, "interrupted"),
+def test_run_cli_ends_a_mistake_in_exit_2_and_ctrl_c_as_ctrl_c_does():
+    """Dying of SIGINT, not exiting 130, is what makes a calling shell loop or script stop too."""
+    script = "import bpe\ndef main():\n    raise {}\nbpe.run_cli(main)\n"
+    for error, code, line in (
+        (
+            "ValueError('x.bpe: not a tokenizer; pass another')",
+            2,
+            "error: x.bpe: not a tokenizer; pass another",
+        ),
+        ("KeyboardInterrupt", -signal.SIGINT, "interrupted"),
     ):
-        with pytest.raises(SystemExit) as exit:
-            bpe.run_cli(main)
-        assert exit.value.code == code and capsys.readouterr().err == line + "\n"
+        cmd = [sys.executable, "-c", script.format(error)]
+        result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert (result.returncode, result.stderr) == (code, line + "\n")

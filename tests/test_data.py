@@ -156,14 +156,17 @@ def test_opening_checks_the_tokenizer_against_meta(tmp_path):
         data.load_meta(path)
 
 
-def test_token_ids_beyond_the_vocabulary_stop_with_the_split(tmp_path):
+def test_token_ids_beyond_the_vocabulary_stop_with_the_shard(tmp_path):
     """A shard with a sound header but ids >= vocab_size (tokens here run 0..147): one line, not an
     IndexError in the embedding mid-run; the whole shard is never scanned."""
     path = make_dataset(tmp_path, valid=(104,), vocab=100)
     assert data.TokenStream(path, "train").windows([0, 24], T + 1)[1, -1] == 99  # below: fine
-    with pytest.raises(ValueError, match="train split: token 147 >= vocab_size 100: corrupt shard; rebuild"):
+    with pytest.raises(
+        ValueError,
+        match="train_000002.bin: token 147 >= vocab_size 100: corrupt shard; rebuild with `python data.py",
+    ):
         data.TokenStream(path, "train").windows([3, 36], T + 1)
-    with pytest.raises(ValueError, match="valid split: token 103 >= vocab_size 100"):
+    with pytest.raises(ValueError, match="valid_000000.bin: token 103 >= vocab_size 100"):
         list(data.val_batches(path, 30, T, 1000))
 
 
@@ -435,3 +438,8 @@ def test_meta_lacking_a_key_is_one_line_exit_2(tmp_path):
     (path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="meta.json lacks 'shards.valid'"):
         data.Loader(path, "train", 1, T)
+    (path / "meta.json").write_text(json.dumps({**meta, "format_version": 0}))
+    with pytest.raises(
+        ValueError, match=f"dataset format version 0, this code reads {data.VERSION}; rebuild"
+    ):
+        data.load_meta(path)

@@ -108,6 +108,8 @@ def test_stream_yields_one_token_per_row_and_seeds_reproduce():
     again = m.generate(idx, 5, temperature=1.0, top_k=10, generator=torch.Generator().manual_seed(7))
     assert torch.equal(again[:, 4:], torch.stack(steps, dim=1))
     assert torch.equal(m.generate(idx, 0), idx)
+    # decoded under inference_mode (no autograd bookkeeping); generate's result is an ordinary tensor
+    assert all(t.is_inference() for t in steps) and not again.is_inference()
 
 
 @pytest.mark.parametrize("name, millions", [("gpt2", "111.0M"), ("gpt2-xl", "1529.6M")])

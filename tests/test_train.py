@@ -454,7 +454,7 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(dataset, tmp_path):
     cfg = config(dataset, tmp_path / "killed", max_steps=8)
     cmd = [sys.executable, "-c", SIGTERM_AFTER_STEP_3, *cli(cfg)]
     result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-2000:]  # a stop, not a finished run
+    assert result.returncode == -signal.SIGTERM, result.stderr[-2000:]  # died of it: not a finished run
     assert "stopped by a signal at step 4" in result.stdout
     assert (tmp_path / "killed" / "latest").read_text().strip() == "ckpt-0000004"
     train.train(dataclasses.replace(cfg, resume=True))
@@ -485,6 +485,20 @@ def test_an_error_mid_run_is_the_last_line(dataset, tmp_path):
     result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: step 2: loss nan"), result.stderr
+
+
+def test_a_signal_noted_during_the_last_step_lets_the_run_finish(dataset, tmp_path, monkeypatch):
+    step = train.optimizer_step
+
+    def step_then_signal(run, stop_here):  # noted in step 2, acted on as step 3, the last, ends
+        result = step(run, stop_here)
+        if run.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(train, "optimizer_step", step_then_signal)
+    result = train.train(config(dataset, tmp_path / "run", max_steps=3))
+    assert result["stopped"] == 0 and result["step"] == 3 and "val_loss" in result  # evaluated at the end
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])  # fp16: its GradScaler must survive a skip
