@@ -27,7 +27,7 @@ done
 data="$out/stdlib" run="$out/tiny"
 [ -n "${fresh:-}" ] && rm -rf "$data" "$run"
 
-step() { printf '\n\033[1m== %s\033[0m\n$ %s\n' "$1" "${*:2}"; "${@:2}"; }
+step() { printf '\n\033[1m== %s\033[0m\n$' "$1"; printf ' %q' "${@:2}"; printf '\n'; "${@:2}"; }
 
 step "1. install what is missing" bash .ci/install
 step "2-4. corpus -> clean, dedup, split -> BPE -> uint16 shards" \

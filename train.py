@@ -129,7 +129,7 @@ BOOK_NAMES = {
 
 def load_config(argv) -> TrainConfig:
     """`[CONFIG] [--key=value ...]` -> TrainConfig. A bare `--flag` means true (`--resume`)."""
-    cfg = TrainConfig()
+    cfg, given = TrainConfig(), []  # the keys each level sets: the config file's, the command line's
     if argv and not argv[0].startswith("--"):
         path = config_path(argv[0])
         # A config is Python, so it may compute values (warmup_steps = max_steps // 20); its globals are
@@ -142,6 +142,7 @@ def load_config(argv) -> TrainConfig:
         for key, value in names.items():
             if not key.startswith("_") and not isinstance(value, types.ModuleType) and not callable(value):
                 cfg = set_knob(cfg, key, value, where=str(path))
+        given.append(set(names))
         argv = argv[1:]
     for arg in argv:
         if not arg.startswith("--"):
@@ -151,6 +152,8 @@ def load_config(argv) -> TrainConfig:
         if not has_value and hasattr(cfg, key) and not isinstance(getattr(cfg, key), bool):
             raise ValueError(f"--{key} needs a value: write --{key}=VALUE, with '=' and no space")
         cfg = set_knob(cfg, key, value if has_value else "true", where="command line")
+    given.append({arg[2:].partition("=")[0].replace("-", "_") for arg in argv})
+    cfg = resolve_size(cfg, given)
     for f in fields(cfg):
         allowed = get_args(f.type)  # the choices of a Literal knob; () for the others
         if allowed and getattr(cfg, f.name) not in allowed:
@@ -169,6 +172,24 @@ def load_config(argv) -> TrainConfig:
     if cfg.seed >= 2**62:  # torch's seeds are 64-bit, and resuming adds 1000 * step + rank to this one
         raise ValueError(f"seed={cfg.seed} must be below 2**62")
     return cfg
+
+
+def resolve_size(cfg, given) -> TrainConfig:
+    """`model` (a named size) and n_layer / n_head / n_embd are two ways to say one thing: both on one
+    level is a mistake; sizes on the command line override a config file's named size. The named size's
+    numbers are filled in, so the config stored with the run says what was trained."""
+    knobs = {"n_layer", "n_head", "n_embd"}
+    for keys in given:
+        if "model" in keys and keys & knobs and cfg.model:
+            both = ", ".join(sorted(keys & knobs))
+            raise ValueError(f"model={cfg.model!r} and {both} both set the model's size; give one "
+                             "(model='' to use n_layer / n_head / n_embd)")  # fmt: skip
+    if not cfg.model:
+        return cfg
+    size = GPTConfig.named(cfg.model)  # an unknown name fails here, with the names it knows
+    overridden = given[-1] & knobs if "model" not in given[-1] else set()
+    named = {k: getattr(size, k) for k in knobs - overridden}
+    return replace(cfg, model="" if overridden else cfg.model, **named)
 
 
 def config_path(arg) -> Path:
@@ -204,6 +225,8 @@ def parse_value(value, kind, what):
             pass
     if kind is float and type(value) is int:
         return float(value)
+    if kind is int and type(value) is float and value.is_integer():  # a config's max_steps = tokens / batch
+        return int(value)
     if type(value) is not kind:
         raise ValueError(f"{what}={value!r} is not a valid {kind.__name__}")
     return value
@@ -302,10 +325,19 @@ def learning_rate(step, cfg) -> float:
 KEYWORDS = ("plt", "pd", "sk", "fit", "predict")  # matplotlib.pyplot, pandas, sklearn and its fit/predict
 
 
-def keytoken_ids(tokenizer) -> torch.Tensor:
-    """The keywords, with and without a leading space, that the tokenizer keeps as one token (HF course)."""
-    encoded = [tokenizer.encode(prefix + word) for word in KEYWORDS for prefix in ("", " ")]
-    return torch.tensor([ids[0] for ids in encoded if len(ids) == 1], dtype=torch.long)
+def keytoken_ids(tokenizer, say=print) -> torch.Tensor:
+    """The keywords, with and without a leading space, that the tokenizer keeps as one token (HF course,
+    which also reports the others: a keyword split in pieces is not counted)."""
+    words = [prefix + word for word in KEYWORDS for prefix in ("", " ")]
+    encoded = {word: tokenizer.encode(word) for word in words}
+    split = [word for word, ids in encoded.items() if len(ids) != 1]
+    if len(split) == len(words):  # the loss would be the plain one times alpha
+        raise ValueError("keytoken_alpha > 0, but none of the keywords is a single token of this dataset's "
+                         "tokenizer; train it on the data-science corpus (data.py prepare --keywords ...) "
+                         "or set keytoken_alpha=0")  # fmt: skip
+    if split:
+        say(f"note: keytoken loss: {', '.join(map(repr, split))} are not single tokens; not counted")
+    return torch.tensor([ids[0] for ids in encoded.values() if len(ids) == 1], dtype=torch.long)
 
 
 def keytoken_weighted_loss(x, y, logits, key_ids, alpha):
@@ -439,6 +471,8 @@ def latest_checkpoint(path) -> Path:
         return newest
     if (path / "config.json").is_file() and any((path / w).is_file() for w in WEIGHT_FILES):
         return path
+    if (path / "metrics.jsonl").is_file():
+        raise ValueError(f"{path}: a run with no checkpoint saved yet; wait for its first save")
     raise ValueError(
         f"{path}: no checkpoint here (no `latest`, no config.json + model.safetensors); "
         "give a run folder of train.py or a checkpoint folder"
@@ -726,7 +760,7 @@ def build_run(cfg, rank, world, device, vocab_size) -> Run:
     tokenizer = (Path(cfg.data_dir) / "tokenizer.bpe").read_bytes()
     key_ids = torch.zeros(0, dtype=torch.long)
     if cfg.keytoken_alpha > 0:
-        key_ids = keytoken_ids(Tokenizer.load(Path(cfg.data_dir) / "tokenizer.bpe")).to(device)
+        key_ids = keytoken_ids(Tokenizer.load(Path(cfg.data_dir) / "tokenizer.bpe"), say).to(device)
     dtype = pick_dtype(cfg, device)
     optimizer = make_optimizer(model, cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -786,9 +820,10 @@ def train_on(cfg, rank, world, device) -> dict:
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if {"-h", "--help"} & set(argv):
-        print(__doc__ + "\nusage: train.py [CONFIG] [--key=value ...]; knobs and defaults:")
-        return print("\n".join(f"  --{k}={v!r}" for k, v in asdict(TrainConfig()).items()))
+    if {"-h", "--help"} & set(argv):  # the knobs as the rest of the command line would set them
+        cfg = load_config([a for a in argv if a not in ("-h", "--help")])
+        print(__doc__ + "\nusage: train.py [CONFIG] [--key=value ...]; the knobs, as this command sets them:")
+        return print("\n".join(f"  --{k}={v!r}" for k, v in asdict(cfg).items()))
     stopped = train(load_config(argv))["stopped"]
     if stopped:  # scripts and schedulers see that the run did not finish
         die_of(stopped)

@@ -137,6 +137,7 @@ def test_config_names_resolve_and_values_parse():
         (["--warmup_steps=-5"], "warmup_steps=-5 must be zero or positive"),
         (["--lr=inf"], "lr=inf must be a finite number"),
         ([f"--seed={2**62}"], "must be below 2\\*\\*62"),
+        (["--model=gpt2", "--n_layer=3"], "model='gpt2' and n_layer both set the model's size; give one"),
     ],
 )
 def test_config_errors_are_clear(argv, message):
@@ -144,9 +145,20 @@ def test_config_errors_are_clear(argv, message):
         train.load_config(argv)
 
 
-def test_help_after_a_config_name(capsys):
-    train.main(["tiny", "-h"])
-    assert "usage: train.py [CONFIG] [--key=value ...]" in capsys.readouterr().out
+def test_help_after_a_config_name_shows_its_values(capsys):
+    train.main(["small", "-h", "--lr=1e-4"])
+    out = capsys.readouterr().out
+    assert "usage: train.py [CONFIG] [--key=value ...]" in out
+    assert "--max_steps=150000" in out and "--lr=0.0001" in out  # small.py's, and the override
+
+
+def test_a_named_size_is_stored_and_command_line_sizes_override_it(tmp_path):
+    small = train.load_config(["small"])  # model="gpt2": the numbers are filled in for config.json
+    assert (small.model, small.n_layer, small.n_head, small.n_embd) == ("gpt2", 12, 12, 768)
+    xl = train.load_config(["xl", "--n_layer=2"])  # a smaller xl to try it: the other sizes stay xl's
+    assert (xl.model, xl.n_layer, xl.n_head, xl.n_embd) == ("", 2, 25, 1600)
+    (tmp_path / "mine.py").write_text("_tokens = 4e6\nmax_steps = _tokens / 2e3\n")  # 2000.0: whole
+    assert train.load_config([str(tmp_path / "mine.py")]).max_steps == 2000
 
 
 def test_config_file_unknown_key_names_the_file(tmp_path):
@@ -252,7 +264,7 @@ def test_keytoken_ids_keep_single_tokens():
         def encode(self, text):
             return {"plt": [5], " plt": [6], "fit": [9], " predict": [1, 2]}.get(text, [7, 8])
 
-    assert train.keytoken_ids(Stub()).tolist() == [5, 6, 9]
+    assert train.keytoken_ids(Stub(), say=lambda line: None).tolist() == [5, 6, 9]
 
 
 # --- the loop --------------------------------------------------------------------------------------------
@@ -424,6 +436,10 @@ def test_a_failed_start_writes_nothing_and_another_shape_cannot_resume(dataset, 
         ValueError, match="300-token vocabulary, the dataset .*other 280; resume with the data_dir"
     ):
         train.train(config(tmp_path / "other", tmp_path / "run", max_steps=4, resume=True))
+    (tmp_path / "young").mkdir()
+    (tmp_path / "young" / "metrics.jsonl").write_text("")  # started, not saved yet
+    with pytest.raises(ValueError, match="young: a run with no checkpoint saved yet"):
+        train.latest_checkpoint(tmp_path / "young")
     (tmp_path / "run" / "latest").write_text("\n")  # emptied by hand: it would name the run folder itself
     with pytest.raises(ValueError, match="latest is empty; write the name of an existing ckpt-"):
         train.train(config(dataset, tmp_path / "run", max_steps=4, resume=True))
@@ -559,6 +575,15 @@ def test_cuda_compiled_mixed_precision_trains_resumes_and_reports_mfu(dataset, t
     assert mfu and all(0 < m < 1 for m in mfu.values())
 
 
-def test_keytoken_loss_in_the_loop(dataset, tmp_path):
-    result = train.train(config(dataset, tmp_path / "key", max_steps=2, keytoken_alpha=1.0))
+def test_keytoken_loss_in_the_loop(dataset, tmp_path, capsys):
+    with pytest.raises(ValueError, match="none of the keywords is a single token"):  # stdlib: no plt, no pd
+        train.train(config(dataset, tmp_path / "plain", max_steps=2, keytoken_alpha=1.0))
+    (tmp_path / "src").mkdir()
+    for i in range(8):  # a data-science corpus in miniature, whose tokenizer learns the keywords
+        lines = [f"df{i}_{j} = pd.read_csv('f{j}.csv')\nplt.plot(df{i}_{j})\nm.fit(X, y)\nm.predict(X)\n"
+                 for j in range(40)]  # fmt: skip
+        (tmp_path / "src" / f"ds{i}.py").write_text("import pandas as pd\n" + "".join(lines))
+    data.prepare(tmp_path / "ds", [tmp_path / "src"], vocab_size=300, valid_share=0.25, progress=False)
+    result = train.train(config(tmp_path / "ds", tmp_path / "key", max_steps=2, keytoken_alpha=1.0))
     assert math.isfinite(result["val_loss"]) and all(map(math.isfinite, logged(tmp_path / "key").values()))
+    assert "are not single tokens; not counted" in capsys.readouterr().out  # "sk" is not, here
