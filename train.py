@@ -369,6 +369,7 @@ class Run:
     tokenizer: bytes  # the dataset's tokenizer.bpe as checked at start, copied into every checkpoint
     step: int = 0  # optimizer steps done
     skipped: int = 0  # steps skipped for a non-finite loss or gradient norm
+    lock: object = None  # rank 0's open out_dir/.lock (lock_run_folder), held until the run ends
 
     @property
     def tokens(self) -> int:  # training tokens seen, all ranks (a resumed loader keeps its batch shape)
@@ -544,7 +545,7 @@ def load_checkpoint(run, folder):
         torch.manual_seed(run.cfg.seed + 1000 * run.step + run.rank)  # new world size: fresh, reproducible
 
 
-RUN_FILES = {"config.json", "metrics.jsonl", "loss.png", "tensorboard", "wandb"}  # written before any save
+RUN_FILES = {"config.json", "metrics.jsonl", "loss.png", "tensorboard", "wandb", ".lock"}  # before any save
 
 
 def checkpoint_to_resume(cfg) -> Path | None:
@@ -575,12 +576,31 @@ def start_run_folder(run, resumed):
     if run.rank == 0:
         out = Path(run.cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        run.lock = lock_run_folder(out)
         write_atomic(out / "config.json", config_json(run.cfg))
         if (out / "metrics.jsonl").exists():  # forget steps logged after the checkpoint we start from
             if not resumed:
                 print(f"note: {out} held a start that stopped before its first checkpoint; starting over")
             kept = [r for r in read_metrics(out) if resumed and r["step"] <= run.step]
             write_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def lock_run_folder(out):
+    """Hold out/.lock while training, so that a second train.py in the same folder (a job requeued while
+    the first still runs, say) is refused instead of both writing checkpoints. The kernel drops the lock
+    when the file is closed or the process ends, however it ends."""
+    try:
+        import fcntl
+    except ImportError:  # Windows has no flock: nothing is locked there
+        return None
+    lock = open(out / ".lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ValueError(f"{out} is in use by another train.py; wait for it to end (or stop it), then "
+                         "continue with --resume") from None  # fmt: skip
+    return lock
 
 
 def config_json(cfg) -> str:
@@ -810,6 +830,8 @@ def train_on(cfg, rank, world, device) -> dict:
                 log.restart_clock(run)
     finally:
         log.close()
+        if run.lock:
+            run.lock.close()
     if rank == 0:
         plot_losses(Path(cfg.out_dir))
         if stopped:

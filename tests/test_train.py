@@ -445,6 +445,16 @@ def test_a_failed_start_writes_nothing_and_another_shape_cannot_resume(dataset, 
         train.train(config(dataset, tmp_path / "run", max_steps=4, resume=True))
 
 
+def test_a_second_trainer_in_the_same_folder_is_refused(dataset, tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    train.train(config(dataset, tmp_path / "run", max_steps=2))
+    with open(tmp_path / "run" / ".lock", "w") as held:  # as a first train.py, still running, holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match="run is in use by another train.py; wait for it to end"):
+            train.train(config(dataset, tmp_path / "run", max_steps=4, resume=True))
+    assert train.train(config(dataset, tmp_path / "run", max_steps=4, resume=True))["step"] == 4  # released
+
+
 def test_resuming_a_finished_run_says_there_is_nothing_to_do(dataset, tmp_path, capsys):
     train.train(config(dataset, tmp_path / "run", max_steps=2))
     result = train.train(config(dataset, tmp_path / "run", max_steps=2, resume=True))
