@@ -29,6 +29,7 @@ Run folder (out_dir):
                      transformers load it), tokenizer.bpe, train_config.json, train_state.pt (optimizer,
                      step, tokens seen, grad scaler, data-loader position, RNG states of every rank)
     latest           name of the newest complete checkpoint folder
+    .lock            held (flock) by the train.py writing here, so that a second one is refused
 """
 
 import ctypes
