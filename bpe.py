@@ -487,9 +487,6 @@ def run_cli(main):
     program (die_of)."""
     try:
         main()
-    except BrokenPipeError:  # `... | head`: the reader has gone; Python's docs' recipe for a quiet exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
     except (ValueError, OSError) as e:
         sys.exit(print(f"error: {e}", file=sys.stderr) or 2)
     except KeyboardInterrupt:

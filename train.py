@@ -130,7 +130,7 @@ BOOK_NAMES = {
 
 def load_config(argv) -> TrainConfig:
     """`[CONFIG] [--key=value ...]` -> TrainConfig. A bare `--flag` means true (`--resume`)."""
-    cfg, given = TrainConfig(), []  # the keys each level sets: the config file's, the command line's
+    cfg, given = TrainConfig(), []  # (where, {key: value}) each level sets: the config file, the command line
     if argv and not argv[0].startswith("--"):
         path = config_path(argv[0])
         # A config is Python, so it may compute values (warmup_steps = max_steps // 20); its globals are
@@ -143,7 +143,7 @@ def load_config(argv) -> TrainConfig:
         for key, value in names.items():
             if not key.startswith("_") and not isinstance(value, types.ModuleType) and not callable(value):
                 cfg = set_knob(cfg, key, value, where=str(path))
-        given.append(set(names))
+        given.append((str(path), names))
         argv = argv[1:]
     for arg in argv:
         if not arg.startswith("--"):
@@ -153,7 +153,7 @@ def load_config(argv) -> TrainConfig:
         if not has_value and hasattr(cfg, key) and not isinstance(getattr(cfg, key), bool):
             raise ValueError(f"--{key} needs a value: write --{key}=VALUE, with '=' and no space")
         cfg = set_knob(cfg, key, value if has_value else "true", where="command line")
-    given.append({arg[2:].partition("=")[0].replace("-", "_") for arg in argv})
+    given.append(("command line", dict(arg[2:].replace("-", "_").partition("=")[::2] for arg in argv)))
     cfg = resolve_size(cfg, given)
     for f in fields(cfg):
         allowed = get_args(f.type)  # the choices of a Literal knob; () for the others
@@ -180,17 +180,24 @@ def resolve_size(cfg, given) -> TrainConfig:
     level is a mistake; sizes on the command line override a config file's named size. The named size's
     numbers are filled in, so the config stored with the run says what was trained."""
     knobs = {"n_layer", "n_head", "n_embd"}
-    for keys in given:
-        if "model" in keys and keys & knobs and cfg.model:
-            both = ", ".join(sorted(keys & knobs))
-            raise ValueError(f"model={cfg.model!r} and {both} both set the model's size; give one "
-                             "(model='' to use n_layer / n_head / n_embd)")  # fmt: skip
+    for where, keys in given:
+        if keys.get("model") and keys.keys() & knobs:
+            both = ", ".join(sorted(keys.keys() & knobs))
+            raise ValueError(f"{where}: model={keys['model']!r} and {both} both set the model's size; "
+                             "give one (model='' to use n_layer / n_head / n_embd)")  # fmt: skip
+    command_line = given[-1][1].keys()
+    overridden = command_line & knobs if "model" not in command_line else set()
+    if cfg.model and overridden:
+        cfg = replace(with_named_size(cfg), model="", **{k: getattr(cfg, k) for k in overridden})
+    return with_named_size(cfg)
+
+
+def with_named_size(cfg) -> TrainConfig:
+    """A named size's n_layer / n_head / n_embd filled in, so that the stored config says what trained."""
     if not cfg.model:
         return cfg
     size = GPTConfig.named(cfg.model)  # an unknown name fails here, with the names it knows
-    overridden = given[-1] & knobs if "model" not in given[-1] else set()
-    named = {k: getattr(size, k) for k in knobs - overridden}
-    return replace(cfg, model="" if overridden else cfg.model, **named)
+    return replace(cfg, n_layer=size.n_layer, n_head=size.n_head, n_embd=size.n_embd)
 
 
 def config_path(arg) -> Path:
@@ -474,7 +481,7 @@ def latest_checkpoint(path) -> Path:
     if (path / "config.json").is_file() and any((path / w).is_file() for w in WEIGHT_FILES):
         return path
     if (path / "metrics.jsonl").is_file():
-        raise ValueError(f"{path}: a run with no checkpoint saved yet; wait for its first save")
+        raise ValueError(f"{path}: a run with no checkpoint yet (before its first save, or stopped there)")
     raise ValueError(
         f"{path}: no checkpoint here (no `latest`, no config.json + model.safetensors); "
         "give a run folder of train.py or a checkpoint folder"
@@ -600,7 +607,12 @@ def lock_run_folder(out):
     except BlockingIOError:
         lock.close()
         raise ValueError(f"{out} is in use by another train.py; wait for it to end (or stop it), then "
-                         "continue with --resume") from None  # fmt: skip
+                         f"continue with --resume; if none runs (its node crashed), delete {out / '.lock'}"
+                         ) from None  # fmt: skip
+    except OSError as e:  # Lustre without -o flock, NFS without a lock daemon: train unlocked
+        lock.close()
+        print(f"note: {out} cannot be locked ({e.strerror}); make sure one train.py at a time writes there")
+        return None
     return lock
 
 
@@ -768,6 +780,7 @@ def train(cfg) -> dict:
 def build_run(cfg, rank, world, device, vocab_size) -> Run:
     """Model, optimizer, scaler and loader, restored from the latest checkpoint when resuming; the run
     folder is written only after all of that worked."""
+    cfg = with_named_size(cfg)  # also when a TrainConfig comes from Python, not load_config
     gpt_config = model_config(cfg, vocab_size)  # a bad size fails here, before anything is written
     loader = Loader(
         cfg.data_dir, "train", cfg.batch_size, cfg.context, cfg.grad_accum, rank, world, cfg.seed, device
@@ -807,11 +820,26 @@ def build_run(cfg, rank, world, device, vocab_size) -> Run:
 
 
 def train_on(cfg, rank, world, device) -> dict:
-    """Optimizer steps until max_steps or a stop signal, evaluating, logging and saving when due."""
+    """Set up, run the steps, then draw the loss curve; the run folder's lock is released however it ends."""
     meta = load_meta(cfg.data_dir)
     val = list(val_batches(cfg.data_dir, cfg.batch_size, cfg.context, cfg.eval_tokens, rank, world, device))
     run = build_run(cfg, rank, world, device, meta["vocab_size"])
-    log = RunLog(run)
+    try:
+        result, signum = run_steps(run, val, meta["bytes_per_token"]["valid"])
+    finally:
+        if run.lock:
+            run.lock.close()
+    if rank == 0:
+        plot_losses(Path(cfg.out_dir))
+        if signum:
+            print(f"stopped by a signal at step {run.step}, checkpoint saved; continue with --resume")
+    return {**result, "step": run.step, "tokens": run.tokens, "skipped": run.skipped, "stopped": signum}
+
+
+def run_steps(run, val, bytes_per_token) -> tuple[dict, int]:
+    """Optimizer steps until max_steps or a stop signal, evaluating, logging and saving when due; returns
+    the last evaluation and the number of the signal that stopped the run early (0 if none)."""
+    cfg, log = run.cfg, RunLog(run)
     caught = catch_stop_signals()
     result, stopped = {}, False
     try:  # closed on an error too, or tqdm redraws its bar below the error line
@@ -823,7 +851,7 @@ def train_on(cfg, rank, world, device) -> dict:
             if run.step % cfg.log_interval == 0 or at_end:
                 log.training(run, loss, norm)
             if (run.step % cfg.eval_interval == 0 or at_end) and not stopped:
-                result = evaluate(run, val, meta["bytes_per_token"]["valid"])
+                result = evaluate(run, val, bytes_per_token)
                 log.evaluation(result)
             if run.step % cfg.save_interval == 0 or at_end or stopped:
                 save_checkpoint(run)
@@ -831,14 +859,7 @@ def train_on(cfg, rank, world, device) -> dict:
                 log.restart_clock(run)
     finally:
         log.close()
-        if run.lock:
-            run.lock.close()
-    if rank == 0:
-        plot_losses(Path(cfg.out_dir))
-        if stopped:
-            print(f"stopped by a signal at step {run.step}, checkpoint saved; continue with --resume")
-    signum = (caught or [signal.SIGTERM])[0] if stopped else 0  # another rank may have been the one signalled
-    return {**result, "step": run.step, "tokens": run.tokens, "skipped": run.skipped, "stopped": signum}
+    return result, (caught or [signal.SIGTERM])[0] if stopped else 0  # another rank may have been signalled
 
 
 def main(argv=None):

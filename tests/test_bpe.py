@@ -377,13 +377,3 @@ def test_run_cli_ends_a_mistake_in_exit_2_and_ctrl_c_as_ctrl_c_does():
         cmd = [sys.executable, "-c", script.format(error)]
         result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert (result.returncode, result.stderr) == (code, line + "\n")
-
-
-def test_run_cli_is_quiet_when_the_reader_of_its_output_goes_away():
-    """`python train.py --help | head -1`: no 'error: [Errno 32] Broken pipe' line."""
-    script = "import bpe\ndef main():\n    for i in range(10**6):\n        print(i)\nbpe.run_cli(main)\n"
-    cmd = [sys.executable, "-c", script]
-    with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
-        process.stdout.readline()
-        process.stdout.close()
-        assert process.stderr.read() == b"" and process.wait() == 1

@@ -1,6 +1,7 @@
 """train.py: configuration, schedule, loss, and that accumulation, DDP and resuming change nothing."""
 
 import dataclasses
+import errno
 import importlib.util
 import json
 import math
@@ -159,6 +160,12 @@ def test_a_named_size_is_stored_and_command_line_sizes_override_it(tmp_path):
     assert (xl.model, xl.n_layer, xl.n_head, xl.n_embd) == ("", 2, 25, 1600)
     (tmp_path / "mine.py").write_text("_tokens = 4e6\nmax_steps = _tokens / 2e3\n")  # 2000.0: whole
     assert train.load_config([str(tmp_path / "mine.py")]).max_steps == 2000
+    (tmp_path / "sized.py").write_text(
+        "model = ''\nn_layer, n_head, n_embd = 2, 2, 64\n"
+    )  # as the error says
+    named = train.load_config([str(tmp_path / "sized.py"), "--model=gpt2"])  # the command line's name wins
+    assert (named.model, named.n_layer, named.n_head, named.n_embd) == ("gpt2", 12, 12, 768)
+    assert train.with_named_size(train.TrainConfig(model="gpt2-xl", n_layer=2)).n_layer == 48  # from Python
 
 
 def test_config_file_unknown_key_names_the_file(tmp_path):
@@ -438,7 +445,7 @@ def test_a_failed_start_writes_nothing_and_another_shape_cannot_resume(dataset, 
         train.train(config(tmp_path / "other", tmp_path / "run", max_steps=4, resume=True))
     (tmp_path / "young").mkdir()
     (tmp_path / "young" / "metrics.jsonl").write_text("")  # started, not saved yet
-    with pytest.raises(ValueError, match="young: a run with no checkpoint saved yet"):
+    with pytest.raises(ValueError, match="young: a run with no checkpoint yet"):
         train.latest_checkpoint(tmp_path / "young")
     (tmp_path / "run" / "latest").write_text("\n")  # emptied by hand: it would name the run folder itself
     with pytest.raises(ValueError, match="latest is empty; write the name of an existing ckpt-"):
@@ -453,6 +460,23 @@ def test_a_second_trainer_in_the_same_folder_is_refused(dataset, tmp_path):
         with pytest.raises(ValueError, match="run is in use by another train.py; wait for it to end"):
             train.train(config(dataset, tmp_path / "run", max_steps=4, resume=True))
     assert train.train(config(dataset, tmp_path / "run", max_steps=4, resume=True))["step"] == 4  # released
+
+
+def test_the_lock_is_released_when_set_up_fails_and_skipped_where_flock_is_not(
+    dataset, tmp_path, monkeypatch
+):
+    fcntl = pytest.importorskip("fcntl")
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "RunLog", lambda run: 1 / 0)  # as a failing wandb.init, after the lock
+        with pytest.raises(ZeroDivisionError):
+            train.train(config(dataset, tmp_path / "run", max_steps=2))
+    train.train(config(dataset, tmp_path / "run", max_steps=2))  # not "in use": the lock went with the error
+
+    def no_flock(file, how):  # Lustre mounted without -o flock
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    assert train.train(config(dataset, tmp_path / "run", max_steps=4, resume=True))["step"] == 4
 
 
 def test_resuming_a_finished_run_says_there_is_nothing_to_do(dataset, tmp_path, capsys):
