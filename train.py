@@ -545,6 +545,10 @@ def load_checkpoint(run, folder):
             getattr(run, name).load_state_dict(state[name])
     run.step, run.skipped = state["step"], state["skipped"]
     if state["world_size"] == run.world:  # same processes: each continues its own random stream
+        seed = json.loads((folder / "train_config.json").read_text()).get("seed")
+        if seed != run.cfg.seed and run.rank == 0:
+            print(f"note: seed={run.cfg.seed} is not used: the run goes on with the random streams saved "
+                  f"at step {run.step} (its seed was {seed})")  # fmt: skip
         rng = state["rng"][run.rank]
         torch.set_rng_state(rng["cpu"].cpu())
         if rng["cuda"] is not None and run.device.type == "cuda":

@@ -481,8 +481,12 @@ def test_the_lock_is_released_when_set_up_fails_and_skipped_where_flock_is_not(
 
 def test_resuming_a_finished_run_says_there_is_nothing_to_do(dataset, tmp_path, capsys):
     train.train(config(dataset, tmp_path / "run", max_steps=2))
-    result = train.train(config(dataset, tmp_path / "run", max_steps=2, resume=True))
-    assert "nothing to do, the run is at max_steps=2" in capsys.readouterr().out and result["step"] == 2
+    result = train.train(config(dataset, tmp_path / "run", max_steps=2, resume=True, seed=5))
+    out = capsys.readouterr().out
+    assert "nothing to do, the run is at max_steps=2" in out and result["step"] == 2
+    assert (
+        "seed=5 is not used: the run goes on with the random streams saved at step 2 (its seed was 1)" in out
+    )
 
 
 # train.py's own command line, with a SIGTERM arriving, as from a scheduler, right after step 3
