@@ -480,6 +480,14 @@ def write_atomic(path, data: str | bytes):
         tmp.unlink(missing_ok=True)  # only left when writing failed
 
 
+def check_out_file(flag, path):
+    """Refuse, before the work, an output file write_atomic cannot write, naming it as the user typed it."""
+    if not Path(path).resolve().parent.is_dir():
+        raise ValueError(f"{flag} {path}: its directory does not exist; create it first")
+    if Path(path).is_dir():
+        raise ValueError(f"{flag} {path}: is a directory; give a file name")
+
+
 # ---------------------------------------------------------------------------------------- command line
 def run_cli(main):
     """Every script's entry point (bpe, data, train, sample, evaluate): a user's mistake, raised as a
@@ -557,7 +565,7 @@ def main(argv=None):
     if args.command == "train":
         if args.min_frequency < 0:  # 0 and 1 both let any pair merge, as in HF's BpeTrainer (default 0)
             raise ValueError(f"--min-frequency {args.min_frequency}: need >= 0")
-        _check_out_file("--out", args.out)
+        check_out_file("--out", args.out)
         stats = Counter()
         tok = Tokenizer.train(
             read_texts(args.input, stats=stats), args.vocab_size, PATTERNS[args.pattern], args.min_frequency
@@ -575,7 +583,7 @@ def main(argv=None):
         report(args.file, texts, source, args.compare)
     else:
         if args.tiktoken:
-            _check_out_file("--tiktoken", args.tiktoken)
+            check_out_file("--tiktoken", args.tiktoken)
         if args.hf and Path(args.hf).exists() and not Path(args.hf).is_dir():
             raise ValueError(f"--hf {args.hf}: is a file; give a directory for vocab.json and merges.txt")
         tok, written = Tokenizer.load(args.file), []
@@ -586,14 +594,6 @@ def main(argv=None):
             tok.save_hf(args.hf)
             written.append(f"{Path(args.hf) / HF_FILES[0]} + {HF_FILES[1]}")
         print(f"wrote {' and '.join(written)}: vocab_size {tok.vocab_size}")
-
-
-def _check_out_file(flag, path):
-    """Refuse an output file that cannot be written, naming it as typed (writes go through `<path>.tmp`)."""
-    if not Path(path).resolve().parent.is_dir():
-        raise ValueError(f"{flag} {path}: its directory does not exist; create it first")
-    if Path(path).is_dir():
-        raise ValueError(f"{flag} {path}: is a directory; give a file name")
 
 
 PROBLEMS = {

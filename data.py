@@ -38,6 +38,10 @@ SPLITS = ("train", "valid")
 
 
 # ---------------------------------------------------------------- the shard format
+def rebuild_hint(data_dir) -> str:
+    return f"rebuild with `python data.py prepare --out {data_dir} --overwrite`"
+
+
 def write_shard(path, tokens, vocab_size, doc_end=0, doc_offset=0):
     """Write tokens (uint16) behind the header, under a temporary name renamed when complete.
 
@@ -56,7 +60,7 @@ def write_shard(path, tokens, vocab_size, doc_end=0, doc_offset=0):
 
 def read_header(path):
     """The shard's header, checked against the file size: a truncated or foreign file stops here."""
-    hint = "re-run `python data.py prepare` with --overwrite to rebuild the dataset"
+    hint = rebuild_hint(Path(path).parent)
     size = Path(path).stat().st_size
     header = np.fromfile(path, dtype="<i4", count=HEADER_INTS) if size >= HEADER_BYTES else None
     if header is None or header[0] != MAGIC or header[1] != VERSION:
@@ -403,8 +407,7 @@ def load_meta(data_dir):
     """The meta.json of a complete dataset whose tokenizer is the one its shards were made with, or a
     ValueError saying how to make the dataset. The tokenizer is hashed here, at open, so a missing or
     replaced one stops a training run before its first step, not at its first save."""
-    path = Path(data_dir) / "meta.json"
-    rebuild = f"rebuild with `python data.py prepare --out {data_dir} --overwrite`"
+    path, rebuild = Path(data_dir) / "meta.json", rebuild_hint(data_dir)
     try:
         meta = json.loads(path.read_text())
     except (FileNotFoundError, NotADirectoryError):  # NotADirectoryError: data_dir is a file
@@ -467,7 +470,7 @@ class TokenStream:
                 if piece.max(initial=0) >= self.vocab_size:  # a corrupt shard, not an IndexError mid-run
                     raise ValueError(
                         f"{self.paths[i]}: token {piece.max()} >= vocab_size {self.vocab_size}: corrupt "
-                        f"shard; rebuild with `python data.py prepare --out {self.data_dir} --overwrite`"
+                        f"shard; {rebuild_hint(self.data_dir)}"
                     )
                 pos, i = pos + take, i + 1
         return out

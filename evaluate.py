@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from bpe import Tokenizer, read_texts, run_cli, write_atomic
+from bpe import Tokenizer, check_out_file, read_texts, run_cli, write_atomic
 from data import load_meta, val_batches, val_windows
 from model import check_sampling
 from sample import add_model_args, check_seed, complete, load_model_from_args
@@ -253,8 +253,7 @@ def check_humaneval_args(args) -> list[int]:
         raise ValueError(f"--timeout {args.timeout}: must be above 0 and at most {MAX_TIMEOUT} seconds")
     check_sampling(args.temperature, None, args.top_p)
     check_seed(args.seed)
-    if Path(args.out).is_dir() or not Path(args.out).resolve().parent.is_dir():
-        raise ValueError(f"--out {args.out}: must be a file in an existing folder; pick another path")
+    check_out_file("--out", args.out)
     if Path(args.out).exists():  # the results of an earlier run, maybe hours of generation
         raise ValueError(f"--out {args.out}: already exists; pass another --out or delete it")
     return ks

@@ -145,6 +145,7 @@ def load_config(argv) -> TrainConfig:
                 cfg = set_knob(cfg, key, value, where=str(path))
         given.append((str(path), names))
         argv = argv[1:]
+    command_line = {}
     for arg in argv:
         if not arg.startswith("--"):
             raise ValueError(f"unexpected argument {arg!r}; usage: train.py [CONFIG] [--key=value ...]")
@@ -152,8 +153,9 @@ def load_config(argv) -> TrainConfig:
         key = key.replace("-", "_")
         if not has_value and hasattr(cfg, key) and not isinstance(getattr(cfg, key), bool):
             raise ValueError(f"--{key} needs a value: write --{key}=VALUE, with '=' and no space")
-        cfg = set_knob(cfg, key, value if has_value else "true", where="command line")
-    given.append(("command line", dict(arg[2:].replace("-", "_").partition("=")[::2] for arg in argv)))
+        command_line[key] = value if has_value else "true"
+        cfg = set_knob(cfg, key, command_line[key], where="command line")
+    given.append(("command line", command_line))
     cfg = resolve_size(cfg, given)
     for f in fields(cfg):
         allowed = get_args(f.type)  # the choices of a Literal knob; () for the others

@@ -321,7 +321,7 @@ def test_the_command_line_turns_a_mistake_into_exit_code_2(tmp_path):
         (dict(seed=10**23), "--seed must be an integer in"),
         (dict(seed=-1), "--seed must be an integer in"),
         (dict(out=MINI), "already exists"),  # an earlier run's results are not overwritten
-        (dict(out="."), "must be a file in an existing folder"),
+        (dict(out="."), "--out .: is a directory; give a file name"),
         (dict(workers=0), "--workers and --limit must be at least 1"),
         (dict(top_p=1.5), "top_p must be in"),
     ],

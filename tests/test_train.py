@@ -139,6 +139,7 @@ def test_config_names_resolve_and_values_parse():
         (["--lr=inf"], "lr=inf must be a finite number"),
         ([f"--seed={2**62}"], "must be below 2\\*\\*62"),
         (["--model=gpt2", "--n_layer=3"], "model='gpt2' and n_layer both set the model's size; give one"),
+        (["--model=gpt2-xl", "--n_embd=64"], "command line: model='gpt2-xl' and n_embd both set"),  # as typed
     ],
 )
 def test_config_errors_are_clear(argv, message):
