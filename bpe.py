@@ -4,13 +4,15 @@ Data flow:  files --read_texts--> documents (str) --regex pre-tokenizer--> word 
             --incremental merges--> ranks {token bytes: id} --> tokenizer.bpe (JSON)
             text --tiktoken.Encoding built from the ranks--> token ids (data.py, sample.py)
 
-Why train our own: GPT-2's vocabulary was learned on web text, so indentation costs one token per
-space or two and `self`, `def`, `return` get split; a vocabulary learned on Python roughly halves the
-sequence length (book ch.10), which doubles the context the model sees for the same compute.
+Why train our own: GPT-2's vocabulary was learned on web text and has no tokens for runs of spaces, so
+each space of indentation costs a token (the book's example: 'Ċ', 'Ġ', 'Ġ', 'Ġ', 'Ġprint'). A
+vocabulary learned on Python gives indentation and common identifiers tokens of their own and about
+halves the sequence length (book ch.10), which doubles the context the model sees for the same compute.
 
 Byte-level (GPT-2): the 256 byte values are the base vocabulary, so any string is encodable and no
-token is ever unknown. Ids 0..255 are the bytes, 256.. the merges in the order learned, then the
-special tokens (`<|endoftext|>` separates documents). Lone surrogates (no UTF-8 form) become U+FFFD.
+token is ever unknown. In a tokenizer trained here ids 0..255 are the bytes, 256.. the merges in the
+order learned, then the special tokens (`<|endoftext|>` separates documents); loaded tokenizers keep
+their own ids. Lone surrogates (no UTF-8 form) become U+FFFD.
 A tokenizer also goes out to and comes back from tiktoken's ranks files and HF's vocab.json + merges.txt
 (what GPT-2 folders on the hub hold), so existing GPT-2 tokenizers load too.
 
@@ -41,8 +43,9 @@ import regex
 import tiktoken
 from tqdm import tqdm
 
-# GPT-2's pre-tokenizer (also HF's ByteLevel one): a leading space sticks to the next word and a run of
-# spaces stays whole except its last space, which keeps indentation a token of its own.
+# GPT-2's pre-tokenizer (also HF's ByteLevel one): a leading space sticks to the next word, and a run of
+# whitespace before a word is one piece except its last space, which joins the word
+# ("\n        print" -> "\n       ", " print"): indentation stays a piece of its own.
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 # GPT-4's (cl100k): case-insensitive contractions, numbers in groups of at most 3 digits.
 GPT4_PATTERN = (
@@ -58,7 +61,8 @@ HF_FILES = ("vocab.json", "merges.txt")  # an HF GPT-2 tokenizer folder's, read 
 
 def read_texts(paths, glob="*.py", field="content", stats=None) -> Iterator[str]:
     """Documents one by one from directories, JSON Lines files or text files (never the whole corpus).
-    Paths are checked now, so a typo fails before hours of work, not in the middle."""
+    Paths are checked now, so a typo fails before hours of work, not in the middle (hence a plain
+    function handing over to a generator: a generator's body would run only at the first next())."""
     files = []
     for path in [Path(paths)] if isinstance(paths, str | os.PathLike) else map(Path, paths):
         if path.is_dir():
@@ -151,6 +155,7 @@ GPT2_ASCII = re.compile(
 
 
 def _init_worker(pattern: str):
+    # per-worker globals, set once by the Pool's initializer rather than sent along with every chunk
     global _pattern, _ascii_fast_path
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no worker tracebacks
     _pattern, _ascii_fast_path = regex.compile(pattern), pattern == GPT2_PATTERN
@@ -164,7 +169,7 @@ def _count_words(texts: list[str]) -> Counter:
 
 
 def count_words(texts: Iterable[str], pattern: str, processes: int, progress: bool) -> Counter:
-    """Pre-tokenize the stream in ~1 MB chunks on all cores; only the distinct words are kept."""
+    """Pre-tokenize the stream in chunks of ~1M characters on all cores; keep only distinct words."""
     words = Counter()
     bar = tqdm(desc="pre-tokenize", unit="char", unit_scale=True, disable=not progress)
     # fork: workers start in milliseconds with the module already imported (spawn would re-import it)
@@ -300,19 +305,23 @@ class Tokenizer:
         fewer than min_frequency times are never merged; if that leaves too few merges, ValueError
         rather than a silently smaller vocabulary than asked for."""
         n_merges = vocab_size - 256 - len(special_tokens)
-        if not 0 <= n_merges < 1 << 20:  # ids must fit the 20 bits learn_merges packs them in
+        if not 0 <= n_merges <= (1 << 20) - 256:  # merged ids (256 + i) must fit learn_merges' 20 bits
             need = 256 + len(special_tokens)
-            raise ValueError(f"vocab_size {vocab_size} is out of range: bytes and special tokens need {need}")
-        words = count_words(texts, pattern, processes or os.cpu_count(), progress)
+            raise ValueError(f"vocab_size {vocab_size} is out of range: bytes and special tokens need "
+                             f"{need}, and merges may number at most {(1 << 20) - 256}")  # fmt: skip
+        # Train on the text encode will see: lone surrogates as U+FFFD, or their tokens are never used.
+        words = count_words(map(_no_surrogates, texts), pattern, processes or os.cpu_count(), progress)
         if not words:
             raise ValueError("the corpus is empty: no text to train on; check the input paths")
-        words = {w.encode("utf-8", "surrogatepass"): n for w, n in words.items()}
+        words = {w.encode("utf-8"): n for w, n in words.items()}
         merges = learn_merges(words, n_merges, min_frequency, progress)
         if len(merges) < n_merges:
             raise ValueError(
                 f"the corpus only supports {len(merges)} merges of frequency >= {min_frequency}: "
                 f"use a vocab_size <= {256 + len(merges) + len(special_tokens)} or more text"
             )
+        # learn_merges numbered the bytes in HF_BYTE_ORDER: tokens[i] is the bytes of its id i. In the ranks
+        # each byte gets its own value as id again; merges keep theirs.
         tokens = [bytes([b]) for b in HF_BYTE_ORDER]
         for a, b in merges:
             tokens.append(tokens[a] + tokens[b])
@@ -373,9 +382,9 @@ class Tokenizer:
         write_atomic(path, json.dumps(data, indent=0, ensure_ascii=False))
 
     @classmethod
-    def load(cls, path, pattern=None, special_tokens=None) -> "Tokenizer":
-        """Our JSON file, a tiktoken ranks file ("base64 rank" lines: GPT-2 pattern and <|endoftext|>
-        after the last rank unless given), or a folder holding HF's vocab.json + merges.txt."""
+    def load(cls, path) -> "Tokenizer":
+        """Our JSON file, a tiktoken ranks file ("base64 rank" lines, taken with GPT-2's pattern and
+        <|endoftext|> after the last rank), or a folder holding HF's vocab.json + merges.txt."""
         if Path(path).is_dir():
             return cls.from_hf(path)
         text = Path(path).read_bytes().decode("utf-8", errors="replace")
@@ -383,10 +392,10 @@ class Tokenizer:
             if text.startswith("{"):
                 data = json.loads(text)
                 ranks = {base64.b64decode(t, validate=True): r for t, r in data["ranks"].items()}
-                return cls(ranks, pattern or data["pattern"], special_tokens or data["special_tokens"])
+                return cls(ranks, data["pattern"], data["special_tokens"])
             lines = (line.split() for line in text.splitlines())
             ranks = {base64.b64decode(t, validate=True): int(r) for t, r in lines}
-            return cls(ranks, pattern or GPT2_PATTERN, special_tokens or {EOT: max(ranks.values()) + 1})
+            return cls(ranks, GPT2_PATTERN, {EOT: max(ranks.values()) + 1})
         except (ValueError, KeyError, TypeError, AttributeError, regex.error) as e:
             raise ValueError(
                 f"{path}: not a usable bpe.py tokenizer or tiktoken ranks file ({type(e).__name__}: {e})"
@@ -409,15 +418,22 @@ class Tokenizer:
         except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:  # JSONDecodeError: ValueError
             problem = f"{type(e).__name__}: {e}"
             raise ValueError(f"{folder}: no usable vocab.json + merges.txt ({problem})") from None
-        if any(a >= b for a, b in zip(ids, ids[1:], strict=False)):
+        if any(a >= b for a, b in pairwise(ids)):
             raise ValueError(f"{folder}: vocab.json's ids must rise in merges.txt's order (tiktoken's ranks)")
         return cls(ranks, GPT2_PATTERN, {t: i for t, i in vocab.items() if t not in regular})
 
     @classmethod
+    def open(cls, name) -> "Tokenizer":
+        """A tokenizer by path (load), or else a tiktoken encoding by name ("gpt2")."""
+        return cls.load(name) if Path(name).exists() else cls.from_tiktoken(name)
+
+    @classmethod
     def from_tiktoken(cls, name: str) -> "Tokenizer":
-        known = ", ".join(tiktoken.list_encoding_names())
-        if name not in known.split(", "):  # a mistyped file path ends up here too
-            raise ValueError(f"tiktoken cannot load {name!r}: no such file, nor a tiktoken encoding: {known}")
+        known = tiktoken.list_encoding_names()
+        if name not in known:  # a mistyped file path ends up here too (open)
+            raise ValueError(
+                f"tiktoken cannot load {name!r}: no such file, nor a tiktoken encoding: {', '.join(known)}"
+            )
         try:
             enc = tiktoken.get_encoding(name)
         except Exception as e:  # offline, tiktoken raises whatever its HTTP client raises
@@ -449,7 +465,10 @@ class Tokenizer:
         GPT2TokenizerFast loads. HF's ByteLevel pre-tokenizer always splits with GPT-2's pattern."""
         if self.pattern != GPT2_PATTERN:
             raise ValueError("vocab.json + merges.txt imply GPT-2's pattern; train with --pattern gpt2")
-        show = lambda token: "".join(BYTE_TO_UNICODE[b] for b in token)  # noqa: E731
+
+        def show(token):  # bytes -> GPT-2's printable stand-ins, as vocab.json and merges.txt spell them
+            return "".join(BYTE_TO_UNICODE[b] for b in token)
+
         vocab = {show(t): r for t, r in self.ranks.items()} | self.special_tokens
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         vocab_file, merges_file = (Path(out_dir) / name for name in HF_FILES)
@@ -496,7 +515,8 @@ def run_cli(main):
     try:
         main()
     except (ValueError, OSError) as e:
-        sys.exit(print(f"error: {e}", file=sys.stderr) or 2)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         die_of(signal.SIGINT)
@@ -520,10 +540,13 @@ def report(path, texts, source, compare=None):
     tok = Tokenizer.load(path)
     others = [(path, tok)]
     if compare:  # loaded before any output, so a bad --compare is one line
-        other = Tokenizer.from_tiktoken(compare) if compare == "gpt2" else Tokenizer.load(compare)
+        other = Tokenizer.open(compare)
         others.append((compare, other))
     merged = sorted((t for t in tok.ranks if len(t) > 1), key=tok.ranks.get)
-    show = lambda tokens: " ".join(repr(t.decode(errors="replace")) for t in tokens)  # noqa: E731
+
+    def show(tokens):
+        return " ".join(repr(t.decode(errors="replace")) for t in tokens)
+
     missing = [k for k in keyword.kwlist if k.encode() not in tok.ranks]
     print(f"{path}: vocab_size {tok.vocab_size}, special tokens {tok.special_tokens}")
     print(f"Python keywords that are not one token: {missing or 'none'}")
@@ -553,8 +576,8 @@ def main(argv=None):
     rep = sub.add_parser("report", help="analyse a vocabulary on some input")
     rep.add_argument("file")
     rep.add_argument("--input", nargs="+", required=True)
-    rep.add_argument("--compare", help="another tokenizer file, or gpt2 (needs tiktoken's download)")
-    rep.add_argument("--max-mb", type=float, default=10, help="read at most this much input")
+    rep.add_argument("--compare", help="another tokenizer file, or a tiktoken name: gpt2 (downloads)")
+    rep.add_argument("--max-mb", type=float, default=10, help="read about this many million characters")
     export = sub.add_parser("export", help="write tiktoken ranks and/or HF vocab.json + merges.txt")
     export.add_argument("file")
     export.add_argument("--tiktoken", help="ranks file to write")

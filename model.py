@@ -65,19 +65,17 @@ class GPTConfig:
             raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
 
     @classmethod
-    def named(cls, name, vocab_size=50257, context=1024, **overrides):
+    def named(cls, name, **overrides):
         if name not in SIZES:
             raise ValueError(f"unknown model size {name!r}; choose one of {', '.join(SIZES)}")
         n_layer, n_head, n_embd = SIZES[name]
-        sizes = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd)
-        return cls(vocab_size=vocab_size, context=context, **{**sizes, **overrides})
+        return cls(**{"n_layer": n_layer, "n_head": n_head, "n_embd": n_embd, **overrides})
 
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.n_head, self.dropout = cfg.n_head, cfg.dropout
-        # Linear (below): nn.Linear with a faster CPU path for decoding's few rows
         self.c_attn = Linear(cfg.n_embd, 3 * cfg.n_embd)  # q, k, v in one matmul
         self.c_proj = Linear(cfg.n_embd, cfg.n_embd)
         self.resid_drop = nn.Dropout(cfg.dropout)
@@ -94,11 +92,12 @@ class CausalSelfAttention(nn.Module):
             k_cache.index_copy_(2, positions, k)
             v_cache.index_copy_(2, positions, v)
             # All L slots with a mask, not a slice of the filled ones: every decode step then has the same
-            # shapes, which a CUDA graph needs. Unwritten slots hold zeros, so masking them stays finite.
+            # shapes, which a CUDA graph needs. Unwritten slots must hold zeros (GPT.stream's new_zeros):
+            # the mask drops their scores, but NaN garbage in V would still reach the output as 0 * NaN.
             mask = torch.arange(k_cache.size(2), device=x.device) <= positions[:, None]  # (T,L)
             y = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask, dropout_p=drop)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_drop(self.c_proj(y))
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+        return self.resid_drop(self.c_proj(y))  # (B,T,C)
 
 
 class MLP(nn.Module):
@@ -141,8 +140,9 @@ class GPT(nn.Module):
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied: one matrix reads and writes tokens
         self.apply(self._init_weights)
-        # GPT-2 paper sec. 2.3: scale residual output projections by 1/sqrt(N), N = 2 per block
-        # (attention + MLP), so the residual stream's variance does not grow with depth.
+        # GPT-2 paper sec. 2.3: scale residual output projections by 1/sqrt(N), N the number of residual
+        # branches, 2 * n_layer (attention + MLP in each block), so the stream's variance does not grow
+        # with depth.
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
@@ -162,7 +162,7 @@ class GPT(nn.Module):
         return logits, F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
     def _logits(self, idx, cache=None, positions=None):
-        B, T = idx.shape
+        T = idx.size(1)
         if T > self.config.context:
             raise ValueError(f"sequence of {T} tokens exceeds the model context {self.config.context}")
         if positions is None:
@@ -189,7 +189,7 @@ class GPT(nn.Module):
         B, T = idx.shape
         if T == 0:
             raise ValueError("stream needs a prompt of at least one token per row")
-        ctx, cfg, p = self.config.context, self.config, next(self.parameters())
+        ctx, cfg, p = self.config.context, self.config, next(self.parameters())  # p: dtype, device
         length = min(ctx, T + max_new_tokens)  # the most positions the cache will ever hold
         shape = (B, cfg.n_head, length, cfg.n_embd // cfg.n_head)
         cache = [(p.new_zeros(shape), p.new_zeros(shape)) for _ in range(cfg.n_layer)]  # (k, v) per layer
@@ -198,8 +198,8 @@ class GPT(nn.Module):
         def decode():  # one new position against the cache -> (B,V)
             return self._logits(token, cache, pos)[:, -1, :]
 
-        if idx.is_cuda:  # captured before the prefill, which rewrites the slot 0 that capturing wrote
-            decode = cuda_graph(decode)
+        if idx.is_cuda:  # capture first: capturing decodes a dummy token into cache slot 0, which the
+            decode = cuda_graph(decode)  # prefill below then overwrites
         window = idx[:, -ctx:]  # (B,T') the tokens the model can see
         logits = self._logits(window, cache)[:, -1, :]  # prefill: positions 0..T'-1
         for step in range(max_new_tokens):
@@ -258,6 +258,7 @@ class GPT(nn.Module):
         for key, tensor in tensors.items():
             if key.endswith((".attn.bias", ".attn.masked_bias")):  # causal-mask buffers of old versions
                 continue
+            # Files saved from GPT2Model (the hub's own gpt2 among them) name tensors without "transformer."
             name = key if key.startswith(("transformer.", "lm_head.")) else "transformer." + key
             if name not in expected:
                 raise ValueError(f"{weights_file}: unknown key {key!r}; is this a GPT-2 checkpoint?")
@@ -351,7 +352,8 @@ class Linear(nn.Linear):
     2-core CPU of bench/RESULTS.md, where summing a tensor reads 32 GB/s. Cut into 16 slices of output
     rows and handed to torch.bmm as a batch, the same products run side by side at 24-38 GB/s: the
     matrix products of a gpt2-size decode step take 2.1x less time for one sample, 1.5x for 8, 1.3x for
-    32; from ~128 rows on, the two are even. The sums are the same, rounded differently in the last bits.
+    32 (the most rows sent this way: past it the gain fades, 1.05x at 128, even at 256). The sums are the
+    same, rounded differently in the last bits.
     Training, GPUs, autocast and bfloat16 (which oneDNN already streams well) take nn.Linear's path.
     """
 
@@ -366,7 +368,7 @@ class Linear(nn.Linear):
         x2, sliced = x.reshape(rows, n_in), n_out - n_out % self.SLICES  # equal slices: 50257 leaves 1
         w = self.weight[:sliced].view(self.SLICES, -1, n_in)  # (S, sliced/S, in), a view
         if rows == 1:  # each slice times the column x^T: the faster order for one row (measured)
-            y = torch.bmm(w, x2.T.expand(self.SLICES, -1, -1)).view(1, sliced)
+            y = torch.bmm(w, x2.T.expand(self.SLICES, -1, -1)).view(1, sliced)  # (S, sliced/S, 1) flat
         else:  # x times each slice transposed
             y = torch.bmm(x2.expand(self.SLICES, -1, -1), w.transpose(1, 2))  # (S, rows, sliced/S)
             y = y.transpose(0, 1).reshape(rows, sliced)
@@ -381,7 +383,8 @@ def cuda_graph(fn):
 
     A decode step of GPT-2 small is some 200 small kernels. Launched one by one from Python, the CPU is
     the bottleneck and the GPU mostly waits; a replayed graph launches them all in one call. fn must
-    read only tensors that outlive the graph and that callers update in place between replays.
+    read only tensors that outlive the graph and that callers update in place between replays. The
+    returned tensor is the graph's own output buffer: the next replay overwrites it, so read it first.
     """
     side = torch.cuda.Stream()  # warm up off the default stream, as capture requires (cuBLAS handles)
     side.wait_stream(torch.cuda.current_stream())
@@ -402,7 +405,7 @@ def cuda_graph(fn):
 def check_sampling(temperature, top_k, top_p):
     """Refuse settings that would fail deep inside sampling; written so that NaN fails too."""
     if not 0 <= temperature < math.inf:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1 (no limit: None, or 0 on the command line), got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
@@ -429,7 +432,8 @@ def sample_nucleus(probs, top_p, generator=None):
     tokens whose mass reaches top_p, i.e. a token stays if the mass ranked strictly above it is still below
     top_p, and draw from it renormalised. At the book's settings (temperature 0.4, top_p 0.95) that set is
     a few tokens: rank a short head first and sort the whole vocabulary only when the head falls short
-    (sorting 32,768 was ~14% of a CPU decode step)."""
+    (sorting 32,768 was ~14% of a CPU decode step). probs must be float32 (sample_next makes it so): the
+    sort below reads their bits as int32."""
     ranked, order = torch.topk(probs, min(64, probs.size(-1)))  # (B,64) most likely first
     if (ranked.sum(dim=-1) < top_p).any():
         # Non-negative floats order as their bit patterns do, and torch sorts int32 1.5x faster on CPU.

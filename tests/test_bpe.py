@@ -94,6 +94,13 @@ def test_lone_surrogates_become_replacement_chars(tok):
     assert tok.encode_reference(s) == tok.encode(s)
 
 
+def test_training_sees_lone_surrogates_as_encode_does():
+    # encode turns them into U+FFFD, so a token learned from their raw form could never be used
+    tok = bpe.Tokenizer.train(["ab\ud800cd " * 50], vocab_size=262, processes=1, progress=False)
+    assert b"\xed\xa0\x80" not in tok.ranks  # surrogatepass's bytes for U+D800
+    assert "\ufffd".encode() in tok.ranks
+
+
 def test_decode_split_utf8_and_bytes(tok):
     ids = [tok.ranks[bytes([b])] for b in "é".encode()]
     assert tok.decode(ids[:1]) == "\ufffd"
@@ -136,6 +143,9 @@ def test_min_frequency_and_vocab_limits(texts):
         bpe.Tokenizer.train(texts[:2], vocab_size=200, processes=1, progress=False)
     with pytest.raises(ValueError, match="empty"):
         bpe.Tokenizer.train(["", ""], vocab_size=300, processes=1, progress=False)
+    top = 2**20 + 1  # 256 bytes + 2**20 - 256 merges + <|endoftext|>: the last merge would need a 21st bit
+    with pytest.raises(ValueError, match="at most 1048320"):
+        bpe.Tokenizer.train(texts[:2], vocab_size=top + 1, processes=1, progress=False)
     small = bpe.Tokenizer.train(texts[:2], vocab_size=257, processes=1, progress=False)
     assert small.vocab_size == 257
     words = {b"ab": 3, b"cd": 1}  # min_frequency 0 means 1, as in HF's BpeTrainer, where 0 is the default

@@ -347,6 +347,20 @@ def test_prepare_with_given_tokenizer_and_keywords(tmp_path, capsys):
     assert not (tmp_path / "c").exists()
 
 
+def test_tokenizer_sample_skips_documents_over_its_budget(tmp_path):
+    # A document larger than the budget used to enter the sample and evict every other one, then itself.
+    def keyed(prefix, lines):  # (content key, text) of 40 documents, by key
+        return sorted((data.content_key(t), t) for t in (code(f"{prefix}{i}", lines) for i in range(40)))
+
+    small = keyed("s", 5)[-1]  # the largest key of the small ones
+    big = next(d for d in keyed("b", 60) if 0.05 * 2**64 <= d[0] < small[0])  # train, and a smaller key
+    (tmp_path / "a.py").write_text(small[1])  # read first
+    (tmp_path / "c.py").write_text(big[1])
+    budget = (len(small[1]) + 100) / 1e6
+    flags, sample, _, _ = data.scan([tmp_path], opts(tokenizer_sample_mb=budget), progress=False)
+    assert list(flags) == [1, 1] and sample == [small[1]]
+
+
 def test_prepare_blames_what_the_user_can_fix(tmp_path):
     sources = write_corpus(tmp_path / "src")
     out = tmp_path / "ds"
