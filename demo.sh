@@ -17,9 +17,12 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --fresh) fresh=1 ;;
     --out) out=$2; shift ;;
+    --out=*) out=${1#*=} ;;
     --source) source+=(--source "$2"); shift ;;
+    --source=*) source+=(--source "${1#*=}") ;;
     --vocab-size) vocab=$2; shift ;;
-    --*=*) train_args+=("$1") ;;
+    --vocab-size=*) vocab=${1#*=} ;;
+    --*=*) train_args+=("$1") ;;  # the rest with '=' is train.py's
     *) echo "error: unknown argument '$1' (see the usage line at the top of demo.sh)" >&2; exit 2 ;;
   esac
   shift
@@ -32,7 +35,7 @@ step() { printf '\n\033[1m== %s\033[0m\n$' "$1"; printf ' %q' "${@:2}"; printf '
 step "1. install what is missing" bash .ci/install
 step "2-4. corpus -> clean, dedup, split -> BPE -> uint16 shards" \
   python3 data.py prepare --out "$data" --vocab-size "$vocab" "${source[@]}"
-step "3. the dataset report, and the book's tokenizer analysis on held-out code" python3 data.py inspect "$data"
+step "2-4 (report). the dataset, and the book's tokenizer analysis on held-out code" python3 data.py inspect "$data"
 resume=()
 [ -f "$run/latest" ] && resume=(--resume=true)
 step "5. train configs/tiny.py" \

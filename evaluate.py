@@ -48,6 +48,9 @@ from train import latest_checkpoint, perplexity_and_bpb, summed_loss
 
 FIELDS = ("task_id", "prompt", "entry_point", "test")  # what the harness reads of each problem
 MAX_TIMEOUT = 86400  # seconds: a day is plenty for one program; select() overflows far beyond it
+# Address space per program: HumanEval's solutions need a few MB, and a completion that allocates without
+# end (`[0] * 10**10`) fails with a MemoryError instead of making the machine swap.
+MEMORY = 1 << 30
 
 # Published HumanEval scores of CodeParrot 1.5B (its model card), in percent, keyed by k.
 CODEPARROT = {"CodeParrot 1.5B": {1: 3.99, 10: 8.69, 100: 17.88}}
@@ -126,7 +129,7 @@ def build_program(problem: dict, completion: str) -> str:
     return f"{problem['prompt']}{completion}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
 
 
-def run_program(program: str, timeout: float, memory: int = 1 << 30) -> str:
+def run_program(program: str, timeout: float) -> str:
     """Run one program in its own sandboxed subprocess: 'passed', 'timed out' or 'failed: <last line>'.
 
     Passed means exit code 0 AND a random sentinel printed after the program's last line: a completion
@@ -138,7 +141,7 @@ def run_program(program: str, timeout: float, memory: int = 1 << 30) -> str:
         # (RLIMIT_FSIZE stops it) nor block it.
         with open(Path(tmp) / "output.txt", "w+b") as out:
             # -u: unbuffered, so a failing program's traceback comes last, after whatever it printed
-            argv = [sys.executable, "-I", "-S", "-u", "-c", BOOT, str(math.ceil(timeout) + 1), str(memory)]
+            argv = [sys.executable, "-I", "-S", "-u", "-c", BOOT, str(math.ceil(timeout) + 1), str(MEMORY)]
             pipes = dict(stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT)
             # Its own session: one killpg reaches everything it started. A bare env: no secrets leak in.
             proc = subprocess.Popen(argv, **pipes, cwd=tmp, env={"PATH": os.defpath}, start_new_session=True)

@@ -1,4 +1,4 @@
-"""Stage 6, the last: code completions from a trained checkpoint, as the book's complete_code() does.
+"""The completion stage: code completions from a trained checkpoint, as the book's complete_code() does.
 
 How a prompt becomes text:
     prompt text --Tokenizer.encode--> ids, cropped from the left to the model's context
@@ -8,12 +8,13 @@ How a prompt becomes text:
         generation stops when every sample has ended
     --> one sample streams to the terminal; several are printed between rules, as in the book.
 
-Functions that evaluate.py and bench/sample.py reuse (the demo runs the command line):
+The functions to call from Python (evaluate.py and bench/sample.py do; the demo runs the command line):
     load_model(checkpoint, tokenizer=None, device="cpu", dtype="float32") -> (GPT, Tokenizer)
     complete(model, tokenizer, prompt, n=1, max_new_tokens=64, temperature=0.4, top_k=None, top_p=0.95,
              seed=1, stop_at_first_block=False) -> list[str]     # n completions, prompt not included
     completion_steps(...same arguments as complete...) -> Iterator[list[str]]   # new text per sample per step
     first_block(text) -> str                                        # the completion up to the next block
+evaluate.py also shares the command line's model flags: add_model_args, load_model_from_args, check_seed.
 
     python sample.py --prompt 'def area_of_rectangle(a: float, b: float):' [--checkpoint out/tiny]
 
@@ -54,6 +55,18 @@ def load_model(checkpoint, tokenizer=None, device="cpu", dtype="float32") -> tup
     eval mode on `device` in `dtype`, and its tokenizer: `tokenizer` (a file, or a folder with HF's
     vocab.json + merges.txt), else tokenizer.bpe beside the weights, else their folder's vocab.json."""
     folder = latest_checkpoint(checkpoint)
+    try:
+        model, tok = load_folder(folder, tokenizer)
+    except (OSError, ValueError):
+        if folder.exists():
+            raise
+        # A run that saves often deletes old checkpoints (keep_last): this one went while it was read.
+        model, tok = load_folder(latest_checkpoint(checkpoint), tokenizer)
+    return model.to(device=device, dtype=getattr(torch, dtype)).eval(), tok
+
+
+def load_folder(folder, tokenizer) -> tuple[GPT, Tokenizer]:
+    """load_model's work on one checkpoint folder: the model as saved (float32, CPU) and its tokenizer."""
     tok_path = Path(tokenizer) if tokenizer else folder / "tokenizer.bpe"
     if not tokenizer and not tok_path.exists() and (folder / HF_FILES[0]).is_file():
         tok_path = folder  # an HF GPT-2 folder
@@ -69,7 +82,7 @@ def load_model(checkpoint, tokenizer=None, device="cpu", dtype="float32") -> tup
             f"tokenizer {tok_path} has {tok.vocab_size} tokens but the model in {folder} has "
             f"{model.config.vocab_size}: pass the tokenizer.bpe the model was trained with (--tokenizer FILE)"
         )
-    return model.to(device=device, dtype=getattr(torch, dtype)).eval(), tok
+    return model, tok
 
 
 def add_model_args(parser, required=True):

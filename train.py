@@ -1,6 +1,7 @@
 """Pretraining, the stage of the pipeline that turns token shards into a GPT-2 checkpoint.
 
-    raw code -> bpe.py -> data.py (uint16 shards) -> train.py -> out/<run>/ckpt-*/ -> sample.py, evaluate.py
+    raw code -> data.py (clean, split, bpe.py tokenizer, uint16 shards) -> train.py -> out/<run>/ckpt-*/
+             -> sample.py, evaluate.py
 
 `python train.py tiny` trains the CPU demo in minutes; `torchrun --nproc_per_node=16 train.py xl` trains
 CodeParrot (1.5B) on a GPU node (add torchrun's --nnodes / --rdzv-* flags for several nodes; the run
@@ -17,9 +18,10 @@ folder must then be on a shared file system). One file does both; read it top to
    AdamW at the learning rate the schedule gives for this global step.
 4. Every eval_interval steps and at the end: validation loss, perplexity and bits per byte, all-reduced.
 5. Every save_interval steps, at the end, and on SIGTERM / SIGINT: a checkpoint folder, written under a
-   temporary name; `latest` names it once complete. `--resume` continues from it bit for bit.
+   temporary name; `latest` names it once complete. `--resume` continues from it bit for bit (with
+   the same number of processes).
 6. Logging, on rank 0: a tqdm bar, metrics.jsonl (and TensorBoard / W&B when asked), loss.png at the end.
-7. The loop: train() repeats 3 until max_steps or a stop signal, doing 4, 5 and 6 when they are due.
+7. The loop: run_steps() repeats 3 until max_steps or a stop signal, doing 4, 5 and 6 when they are due.
 
 Run folder (out_dir):
     config.json      the resolved TrainConfig of the latest start
@@ -44,15 +46,18 @@ import signal
 import sys
 import time
 import types
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Literal, get_args
 
-# OpenMP threads that spin while waiting for work made CPU training 4-6x slower on our 2-core machine
-# whenever other jobs ran (bench/RESULTS.md); GPU runs hardly use CPU threads either way.
-# Set before torch loads its OpenMP runtime; an explicit OMP_WAIT_POLICY wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP threads that spin while waiting for work made a CPU training step 6-8x slower (3.5 s against
+# 0.46-0.62 s) on our shared 2-core machine whenever other jobs ran; on a quiet machine passive waits
+# cost ~11% (bench/RESULTS.md, "OpenMP waiting policy"); GPU runs hardly use CPU threads either way.
+# Set before torch loads its OpenMP runtime, and only for the training script: sample.py and evaluate.py
+# import this file and decode faster with OpenMP's default. An explicit OMP_WAIT_POLICY wins.
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 import torch.distributed as dist
@@ -156,7 +161,11 @@ def load_config(argv) -> TrainConfig:
         command_line[key] = value if has_value else "true"
         cfg = set_knob(cfg, key, command_line[key], where="command line")
     given.append(("command line", command_line))
-    cfg = resolve_size(cfg, given)
+    return check_values(resolve_size(cfg, given))
+
+
+def check_values(cfg) -> TrainConfig:
+    """Refuse, before anything runs, values that would fail or mislead hours into a run."""
     for f in fields(cfg):
         allowed = get_args(f.type)  # the choices of a Literal knob; () for the others
         if allowed and getattr(cfg, f.name) not in allowed:
@@ -187,15 +196,14 @@ def resolve_size(cfg, given) -> TrainConfig:
             both = ", ".join(sorted(keys.keys() & knobs))
             raise ValueError(f"{where}: model={keys['model']!r} and {both} both set the model's size; "
                              "give one (model='' to use n_layer / n_head / n_embd)")  # fmt: skip
-    command_line = given[-1][1].keys()
-    overridden = command_line & knobs if "model" not in command_line else set()
+    overridden = given[-1][1].keys() & knobs  # the command line's sizes
     if cfg.model and overridden:
         cfg = replace(with_named_size(cfg), model="", **{k: getattr(cfg, k) for k in overridden})
     return with_named_size(cfg)
 
 
 def with_named_size(cfg) -> TrainConfig:
-    """A named size's n_layer / n_head / n_embd filled in, so that the stored config says what trained."""
+    """cfg with its named size's n_layer / n_head / n_embd filled in."""
     if not cfg.model:
         return cfg
     size = GPTConfig.named(cfg.model)  # an unknown name fails here, with the names it knows
@@ -223,7 +231,8 @@ def set_knob(cfg, key, value, where) -> TrainConfig:
 
 
 def parse_value(value, kind, what):
-    """Command-line text -> the knob's type; `--dropout=0` is a float and `10_000` an int."""
+    """A command-line string or a config file's value -> the knob's type: `--dropout=0` is a float,
+    `10_000` an int, and a config's whole float (`max_steps = tokens / batch`) an int."""
     if isinstance(value, str) and kind is bool and value.lower() in ("true", "false", "1", "0", "yes", "no"):
         return value.lower() in ("true", "1", "yes")
     if isinstance(value, str) and kind in (int, float):
@@ -263,7 +272,9 @@ def keep_freed_memory():
 
 
 def setup_distributed(cfg):
-    """torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; a plain `python train.py` is rank 0 of 1."""
+    """(rank, world size, device) of this process, which joins the DDP group when there are several.
+    torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; a plain `python train.py` is rank 0 of 1. Also sets
+    what the device needs: TF32 on a GPU; on a CPU a C++ compiler check for compile, and the allocator."""
     rank = int(os.environ.get("RANK", 0))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -299,15 +310,12 @@ def pick_dtype(cfg, device):
 
 
 def model_config(cfg, vocab_size) -> GPTConfig:
-    extra = dict(
-        vocab_size=vocab_size, context=cfg.context, dropout=cfg.dropout, checkpointing=cfg.checkpointing
-    )
-    if cfg.model:
-        return GPTConfig.named(cfg.model, **extra)
-    return GPTConfig(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, **extra)
+    cfg = with_named_size(cfg)  # also for a TrainConfig made in Python (bench/) with a named size
+    return GPTConfig(vocab_size=vocab_size, context=cfg.context, n_layer=cfg.n_layer, n_head=cfg.n_head,
+                     n_embd=cfg.n_embd, dropout=cfg.dropout, checkpointing=cfg.checkpointing)  # fmt: skip
 
 
-def make_optimizer(model, cfg, device):
+def make_optimizer(model, cfg):
     # Decay weight matrices (and the embeddings) only; biases and LayerNorm gains are 1-D and exempt.
     # The book and the course exempt names containing "bias" or "LayerNorm.weight", which misses GPT-2's
     # ln_1, ln_2, ln_f and so decays every LayerNorm gain; grouping by dimension cannot miss one.
@@ -317,7 +325,7 @@ def make_optimizer(model, cfg, device):
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     # fused: one kernel for all parameters instead of a chain of per-op passes; 7x faster on CPU too
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.beta2), fused=device.type in ("cpu", "cuda"))
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.beta2), fused=True)
 
 
 def learning_rate(step, cfg) -> float:
@@ -354,6 +362,7 @@ def keytoken_weighted_loss(x, y, logits, key_ids, alpha):
     """HF course: mean over samples of (per-sample mean token loss) * alpha * (1 + key tokens in the sample).
 
     The course counts key tokens in its whole input window, which here is x plus the last target token.
+    The logged training loss is then this weighted one: not comparable with val_loss, the plain loss.
     """
     token_loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none")  # (B*T,)
     window = torch.cat([x, y[:, -1:]], dim=1)  # (B, T+1)
@@ -379,7 +388,6 @@ class Run:
     tokenizer: bytes  # the dataset's tokenizer.bpe as checked at start, copied into every checkpoint
     step: int = 0  # optimizer steps done
     skipped: int = 0  # steps skipped for a non-finite loss or gradient norm
-    lock: object = None  # rank 0's open out_dir/.lock (lock_run_folder), held until the run ends
 
     @property
     def tokens(self) -> int:  # training tokens seen, all ranks (a resumed loader keeps its batch shape)
@@ -582,21 +590,21 @@ def checkpoint_to_resume(cfg) -> Path | None:
     return latest_checkpoint(out) if cfg.resume else None
 
 
-def start_run_folder(run, resumed):
-    """The run folder's config.json, and its metrics cut back to the resumed step; written only once the
-    whole set-up has worked, so a start that fails leaves no half-made run behind."""
-    if run.world > 1:
-        dist.barrier()  # every rank has looked at the folder before rank 0 writes
+def start_run_folder(run, lock):
+    """Rank 0 writes the run folder's config.json and cuts its metrics back to the resumed step, only once
+    every rank's set-up has worked, so a start that fails leaves no half-made run behind. Returns the
+    folder's lock, taken here when the folder is new."""
     if run.rank == 0:
         out = Path(run.cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        run.lock = lock_run_folder(out)
+        lock = lock or lock_run_folder(out)
         write_atomic(out / "config.json", config_json(run.cfg))
         if (out / "metrics.jsonl").exists():  # forget steps logged after the checkpoint we start from
-            if not resumed:
+            if not run.cfg.resume:
                 print(f"note: {out} held a start that stopped before its first checkpoint; starting over")
-            kept = [r for r in read_metrics(out) if resumed and r["step"] <= run.step]
+            kept = [r for r in read_metrics(out) if run.cfg.resume and r["step"] <= run.step]
             write_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+    return lock
 
 
 def lock_run_folder(out):
@@ -607,7 +615,7 @@ def lock_run_folder(out):
         import fcntl
     except ImportError:  # Windows has no flock: nothing is locked there
         return None
-    lock = open(out / ".lock", "w")
+    lock = open(out / ".lock", "a")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -719,10 +727,11 @@ class RunLog:
 
     def evaluation(self, result):
         self.write(result)
-        self.bar.write(
-            f"step {result['step']}: val loss {result['val_loss']:.4f}, perplexity "
-            f"{result['val_ppl']:.2f}, {result['val_bpb']:.3f} bits per byte"
-        )
+        if self.on:  # tqdm.write prints even when the bar is disabled
+            self.bar.write(
+                f"step {result['step']}: val loss {result['val_loss']:.4f}, perplexity "
+                f"{result['val_ppl']:.2f}, {result['val_bpb']:.3f} bits per byte"
+            )
 
     def write(self, record):
         if not self.on:
@@ -783,10 +792,11 @@ def train(cfg) -> dict:
             dist.destroy_process_group()
 
 
-def build_run(cfg, rank, world, device, vocab_size) -> Run:
-    """Model, optimizer, scaler and loader, restored from the latest checkpoint when resuming; the run
-    folder is written only after all of that worked."""
+def build_run(cfg, rank, world, device, meta) -> Run:
+    """Model, optimizer, scaler and loader for the dataset `meta` describes, restored from the latest
+    checkpoint when resuming. This process's own work only, no collective: see agreed()."""
     cfg = with_named_size(cfg)  # also when a TrainConfig comes from Python, not load_config
+    vocab_size = meta["vocab_size"]
     gpt_config = model_config(cfg, vocab_size)  # a bad size fails here, before anything is written
     loader = Loader(
         cfg.data_dir, "train", cfg.batch_size, cfg.context, cfg.grad_accum, rank, world, cfg.seed, device
@@ -796,13 +806,14 @@ def build_run(cfg, rank, world, device, vocab_size) -> Run:
     say(config_json(cfg).rstrip())
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = GPT(gpt_config).to(device)
-    # Read once: a dataset rebuilt during a days-long run must not hand its checkpoints another tokenizer.
-    tokenizer = (Path(cfg.data_dir) / "tokenizer.bpe").read_bytes()
+    # Read now: a dataset rebuilt during a days-long run must not hand its checkpoints another tokenizer.
+    tokenizer_file = Path(cfg.data_dir) / meta["tokenizer"]
+    tokenizer = tokenizer_file.read_bytes()
     key_ids = torch.zeros(0, dtype=torch.long)
     if cfg.keytoken_alpha > 0:
-        key_ids = keytoken_ids(Tokenizer.load(Path(cfg.data_dir) / "tokenizer.bpe"), say).to(device)
+        key_ids = keytoken_ids(Tokenizer.load(tokenizer_file), say).to(device)
     dtype = pick_dtype(cfg, device)
-    optimizer = make_optimizer(model, cfg, device)
+    optimizer = make_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     run = Run(cfg, rank, world, device, dtype, model, model, optimizer, scaler, loader, key_ids, tokenizer)
     if ckpt:
@@ -812,11 +823,6 @@ def build_run(cfg, rank, world, device, vocab_size) -> Run:
             say(f"note: nothing to do, the run is at max_steps={cfg.max_steps}; raise it to train further")
     else:
         torch.manual_seed(cfg.seed + rank)  # dropout masks differ across ranks
-    start_run_folder(run, resumed=ckpt is not None)
-    if world > 1:
-        run.train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:  # compiling the DDP module lets dynamo split graphs at gradient buckets: comm overlaps
-        run.train_model = torch.compile(run.train_model)
     say(
         f"model: {model.num_params() / 1e6:.2f}M parameters, vocab {vocab_size}; "
         f"{world} process(es) on {device}, {dtype}; {loader.global_batch} sequences "
@@ -825,16 +831,58 @@ def build_run(cfg, rank, world, device, vocab_size) -> Run:
     return run
 
 
+def distribute(run):
+    """The model the loop calls: DDP (gradients all-reduced during backward) and torch.compile if asked."""
+    if run.world > 1:
+        run.train_model = DDP(run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    if (
+        run.cfg.compile
+    ):  # compiling the DDP module lets dynamo split graphs at gradient buckets: comm overlaps
+        run.train_model = torch.compile(run.train_model)
+
+
+@contextmanager
+def agreed(rank, world, device):
+    """Set-up that fails on some processes only (a dataset missing on one node, the run folder locked by
+    another job) stops every process, in one line, instead of the others waiting at their next collective
+    or dying in a gloo / NCCL traceback that buries the error. Also a barrier: every rank has looked at the
+    run folder before rank 0 writes to it."""
+    failed = torch.zeros(world, device=device)
+    try:
+        yield
+    except Exception:
+        failed[rank] = 1
+        if world > 1:
+            with suppress(Exception):  # the error to show is this rank's own
+                dist.all_reduce(failed)
+        raise
+    if world > 1:
+        dist.all_reduce(failed)
+    if failed.any():
+        ranks = ", ".join(str(r) for r in failed.nonzero().flatten().tolist())
+        if rank == 0:
+            raise ValueError(f"set-up failed on rank {ranks}: see its error above, or in its node's log")
+        sys.exit(2)  # rank 0 says it once
+
+
 def train_on(cfg, rank, world, device) -> dict:
     """Set up, run the steps, then draw the loss curve; the run folder's lock is released however it ends."""
-    meta = load_meta(cfg.data_dir)
-    val = list(val_batches(cfg.data_dir, cfg.batch_size, cfg.context, cfg.eval_tokens, rank, world, device))
-    run = build_run(cfg, rank, world, device, meta["vocab_size"])
+    out, lock = Path(cfg.out_dir), None
     try:
+        with agreed(rank, world, device):  # no collective in here: a rank that failed would never join it
+            meta = load_meta(cfg.data_dir)
+            val = list(
+                val_batches(cfg.data_dir, cfg.batch_size, cfg.context, cfg.eval_tokens, rank, world, device)
+            )
+            if rank == 0 and out.is_dir():  # a requeued job's twin is refused before loading 18 GB (xl)
+                lock = lock_run_folder(out)
+            run = build_run(cfg, rank, world, device, meta)
+        lock = start_run_folder(run, lock)
+        distribute(run)
         result, signum = run_steps(run, val, meta["bytes_per_token"]["valid"])
     finally:
-        if run.lock:
-            run.lock.close()
+        if lock:
+            lock.close()
     if rank == 0:
         plot_losses(Path(cfg.out_dir))
         if signum:
@@ -859,9 +907,9 @@ def run_steps(run, val, bytes_per_token) -> tuple[dict, int]:
             if (run.step % cfg.eval_interval == 0 or at_end) and not stopped:
                 result = evaluate(run, val, bytes_per_token)
                 log.evaluation(result)
+                log.restart_clock(run)
             if run.step % cfg.save_interval == 0 or at_end or stopped:
                 save_checkpoint(run)
-            if run.step % cfg.eval_interval == 0 or run.step % cfg.save_interval == 0:
                 log.restart_clock(run)
     finally:
         log.close()

@@ -96,7 +96,7 @@ def bench_loader(work, steps):
     train.keep_freed_memory()  # as train.py runs it on a CPU
     torch.manual_seed(0)
     model = GPT(train.model_config(cfg, data.load_meta(work / "trained")["vocab_size"]))
-    opt = train.make_optimizer(model, cfg, torch.device("cpu"))
+    opt = train.make_optimizer(model, cfg)
     x, y = data.Loader(work / "trained", batch_size=cfg.batch_size, context=cfg.context).next_batch()
 
     def train_step():

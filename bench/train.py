@@ -69,7 +69,7 @@ def ours(cfg, vocab, batch, device, dtype):
         dtype,
         model,
         train_model,
-        train.make_optimizer(model, cfg, device),
+        train.make_optimizer(model, cfg),
         scaler,
         RandomTokens((batch[:, :-1], batch[:, 1:])),
         torch.zeros(0, dtype=torch.long),

@@ -22,4 +22,5 @@ beta2 = 0.99  # short runs with small batches like a faster-forgetting second mo
 eval_interval = 300
 eval_tokens = 65_536
 log_interval = 10
-save_interval = 300  # device "auto" (the default): the same demo uses a GPU when there is one
+save_interval = 300
+# device stays "auto": the same demo trains on a GPU when there is one

@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
-SLICE = ["--source", str(STDLIB / "email"), "--source", str(STDLIB / "json"), "--vocab-size", "512"]
+SLICE = ["--source", str(STDLIB / "email"), f"--source={STDLIB / 'json'}", "--vocab-size=512"]  # both forms
 STEPS = ["--max_steps=6", "--eval_interval=3", "--save_interval=3", "--log_interval=1", "--eval_tokens=4096"]
 
 

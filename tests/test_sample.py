@@ -3,6 +3,7 @@ never breaks a character, and the command line end to end on a tiny checkpoint w
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -222,6 +223,23 @@ def test_bad_checkpoints_are_one_line_errors(ckpt, tmp_path):
         )
     model, tok = sample.load_model(bare, ckpt / "tokenizer.bpe")  # with --tokenizer it loads
     assert tok.vocab_size == model.config.vocab_size
+
+
+def test_a_checkpoint_pruned_while_it_is_read_gives_way_to_the_newer_one(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    old, new = make_checkpoint(run / "ckpt-0000002"), make_checkpoint(run / "ckpt-0000004", seed=1)
+    (run / "latest").write_text(old.name + "\n")
+    read = GPT.from_pretrained
+
+    def trainer_saves_and_prunes_meanwhile(folder):
+        if folder == old:
+            (run / "latest").write_text(new.name + "\n")
+            shutil.rmtree(old)
+        return read(folder)
+
+    monkeypatch.setattr(GPT, "from_pretrained", trainer_saves_and_prunes_meanwhile)
+    model, _ = sample.load_model(run)
+    assert torch.equal(model.transformer.wte.weight, read(new).transformer.wte.weight)
 
 
 def test_an_hf_folder_is_read_with_its_vocab_json(loaded, tmp_path):

@@ -230,7 +230,7 @@ def test_schedule_warmup_peak_and_end():
 
 def test_weight_decay_only_on_matrices():
     model = GPT(GPTConfig(vocab_size=300, context=16, n_layer=2, n_head=2, n_embd=32))
-    decay, no_decay = train.make_optimizer(model, train.TrainConfig(), torch.device("cpu")).param_groups
+    decay, no_decay = train.make_optimizer(model, train.TrainConfig()).param_groups
     names = {id(p): n for n, p in model.named_parameters()}
     decayed = {names[id(p)] for p in decay["params"]}
     exempt = {names[id(p)] for p in no_decay["params"]}
@@ -319,6 +319,7 @@ def test_ddp_two_processes_equal_one_with_twice_the_accumulation(dataset, tmp_pa
     cmd += cli(cfg)  # torchrun, from the interpreter running the tests
     result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("step 4: val loss") == 1  # rank 0 alone prints
     train.train(config(dataset, tmp_path / "one", batch_size=2, grad_accum=4, max_steps=4, compile=compile))
     assert_same_weights(weights(tmp_path / "ddp"), weights(tmp_path / "one"))
     for step, loss in logged(tmp_path / "one").items():
@@ -461,6 +462,20 @@ def test_a_second_trainer_in_the_same_folder_is_refused(dataset, tmp_path):
         with pytest.raises(ValueError, match="run is in use by another train.py; wait for it to end"):
             train.train(config(dataset, tmp_path / "run", max_steps=4, resume=True))
     assert train.train(config(dataset, tmp_path / "run", max_steps=4, resume=True))["step"] == 4  # released
+
+
+def test_a_set_up_error_on_one_rank_stops_every_rank_in_one_line(dataset, tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    train.train(config(dataset, tmp_path / "run", max_steps=2))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py"]
+    cmd += cli(config(dataset, tmp_path / "run", max_steps=4, resume=True))
+    with open(tmp_path / "run" / ".lock", "a") as held:  # only rank 0 takes the lock, so only it fails
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.count("is in use by another train.py") == 1
+    assert "[rank1]" not in result.stderr and "Connection closed" not in result.stderr  # rank 1 went quietly
+    assert "resuming from" not in result.stdout  # refused before loading the checkpoint
 
 
 def test_the_lock_is_released_when_set_up_fails_and_skipped_where_flock_is_not(
