@@ -168,6 +168,9 @@ def _count_words(texts: list[str]) -> Counter:
     return counts
 
 
+CHUNK_CHARS = 1 << 20  # per task sent to a worker: large enough to amortise the pickling
+
+
 def count_words(texts: Iterable[str], pattern: str, processes: int, progress: bool) -> Counter:
     """Pre-tokenize the stream in chunks of ~1M characters on all cores; keep only distinct words."""
     words = Counter()
@@ -175,7 +178,7 @@ def count_words(texts: Iterable[str], pattern: str, processes: int, progress: bo
     # fork: workers start in milliseconds with the module already imported (spawn would re-import it)
     with bar, get_context("fork").Pool(processes, _init_worker, (pattern,)) as pool:
         pending = deque()  # a few chunks in flight: bounded memory, unlike Pool.imap which reads ahead
-        for chunk in _chunks(texts, 1 << 20):
+        for chunk in _chunks(texts, CHUNK_CHARS):
             pending.append(pool.apply_async(_count_words, (chunk,)))
             bar.update(sum(map(len, chunk)))
             if len(pending) > 2 * processes:

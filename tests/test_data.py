@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 import re
 import subprocess
 import sys
@@ -384,9 +385,11 @@ def test_prepare_blames_what_the_user_can_fix(tmp_path):
 
 # ---------------------------------------------------------------- command line
 def cli(*args, cwd=ROOT):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "data.py"), *map(str, args)], capture_output=True, text=True, cwd=cwd
+    argv, env = (
+        [sys.executable, str(ROOT / "data.py"), *map(str, args)],
+        {**os.environ, "OMP_NUM_THREADS": "1"},
     )
+    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path):

@@ -45,5 +45,7 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path):
 
 
 def test_demo_refuses_an_unknown_argument(tmp_path):
-    result = subprocess.run(["bash", str(ROOT / "demo.sh"), "--bogus"], capture_output=True, text=True)
+    result = subprocess.run(
+        ["bash", str(ROOT / "demo.sh"), "--bogus"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--bogus" in result.stderr

@@ -273,6 +273,9 @@ def test_loads_original_openai_layout(tmp_path):
 def test_live_parity_with_transformers(tmp_path):
     transformers = pytest.importorskip("transformers", reason="live parity needs transformers")
     m = tiny_model()
+    with torch.no_grad():  # as the fixture: large, distinct weights, so that an exact GELU would show
+        for p in m.parameters():
+            p.normal_(0.0, 0.2)
     m.save_pretrained(tmp_path / "ours")
     hf, info = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "ours", output_loading_info=True)
     assert not any(info.values()), info  # no missing / unexpected / mismatched keys

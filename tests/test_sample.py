@@ -314,6 +314,7 @@ def cli(run_dir, tmp_path_factory):
         subprocess.run,
         capture_output=True,
         env=dict(os.environ, PYTHONIOENCODING="utf-8", OMP_NUM_THREADS="1"),
+        timeout=300,
     )
     with ThreadPoolExecutor() as pool:
         ok = pool.submit(run, [*SAMPLE, "--checkpoint", str(run_dir), "--prompt", "-", "--temperature", "0",

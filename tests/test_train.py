@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import data
+import model as model_module
 import train
 from model import GPT, GPTConfig
 
@@ -27,8 +28,11 @@ STDLIB = Path(os.__file__).parent
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls gain nothing from threads; on a busy machine OpenMP's spinning threads slow them 10x."""
+def one_thread(monkeypatch):
+    """Tiny matmuls gain nothing from threads; on a busy machine OpenMP's spinning threads slow them 10x.
+    And in-process runs are one process, whatever launched the tests (a CI pod may set torchrun's vars)."""
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -89,13 +93,25 @@ def cli(cfg):
     return [f"--{k}={v}" for k, v in vars(cfg).items()]
 
 
+def torchrun(cfg):
+    """Two processes under torchrun (gloo), from the interpreter running the tests."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py"]
+    return subprocess.run(cmd + cli(cfg), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+
+
+def errors(result):  # stderr without tqdm's bars, for assertion messages
+    return "\n".join(line for line in result.stderr.splitlines() if "step/s" not in line)[-3000:]
+
+
 def weights(out):
     return load_file(train.latest_checkpoint(out) / "model.safetensors")
 
 
 def logged(out, key="loss"):
     lines = (Path(out) / "metrics.jsonl").read_text().splitlines()
-    return {r["step"]: r[key] for r in map(json.loads, lines) if key in r}
+    records = [r for r in map(json.loads, lines) if key in r]
+    assert len({r["step"] for r in records}) == len(records), "a step logged twice"  # resumes cut back
+    return {r["step"]: r[key] for r in records}
 
 
 def assert_same_weights(a, b, exact=False):
@@ -207,7 +223,12 @@ def test_cli_errors_exit_2_with_one_line(tmp_path):
         ([f"--data_dir={__file__}", f"--out_dir={tmp_path}/run"], "no dataset here (no meta.json)"),  # a file
     ):
         result = subprocess.run(
-            [sys.executable, "train.py", *args], cwd=ROOT, env=ENV, capture_output=True, text=True
+            [sys.executable, "train.py", *args],
+            cwd=ROOT,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith("error: ") and message in result.stderr
@@ -314,16 +335,17 @@ def test_grad_accumulation_equals_one_big_batch(dataset, tmp_path):
 # compiled, dynamo splits the graph at DDP's gradient buckets
 @pytest.mark.parametrize("compile", [False, pytest.param(True, marks=NO_CXX)])
 def test_ddp_two_processes_equal_one_with_twice_the_accumulation(dataset, tmp_path, compile):
-    cfg = config(dataset, tmp_path / "ddp", batch_size=2, grad_accum=2, max_steps=4, compile=compile)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py"]
-    cmd += cli(cfg)  # torchrun, from the interpreter running the tests
-    result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = torchrun(
+        config(dataset, tmp_path / "ddp", batch_size=2, grad_accum=2, max_steps=4, compile=compile)
+    )
+    assert result.returncode == 0, errors(result)
     assert result.stdout.count("step 4: val loss") == 1  # rank 0 alone prints
     train.train(config(dataset, tmp_path / "one", batch_size=2, grad_accum=4, max_steps=4, compile=compile))
     assert_same_weights(weights(tmp_path / "ddp"), weights(tmp_path / "one"))
     for step, loss in logged(tmp_path / "one").items():
         assert logged(tmp_path / "ddp")[step] == pytest.approx(loss, rel=1e-5)
+    for key in ("val_loss", "grad_norm"):  # evaluation all-reduced over both ranks' windows; same gradients
+        assert logged(tmp_path / "ddp", key)[4] == pytest.approx(logged(tmp_path / "one", key)[4], rel=1e-5)
     state = torch.load(train.latest_checkpoint(tmp_path / "ddp") / "train_state.pt", weights_only=True)
     assert len(state["rng"]) == 2 and state["world_size"] == 2
     if not compile:  # resumed by one process, same global batch: the data goes on where the two left off
@@ -339,6 +361,42 @@ def test_ddp_two_processes_equal_one_with_twice_the_accumulation(dataset, tmp_pa
         for run in runs:
             train.train(config(dataset, run, **knobs))
         assert logged(runs[0]) == logged(runs[1]) and logged(runs[0])[5] != logged(tmp_path / "ddp")[5]
+
+
+def test_ddp_resume_with_the_same_processes_is_exact(dataset, tmp_path):
+    # Each rank goes on with its own saved random stream (dropout) and its own share of the data.
+    knobs = dict(batch_size=2, max_steps=4, save_interval=2, keep_last=0, dropout=0.1)
+    assert torchrun(config(dataset, tmp_path / "straight", **knobs)).returncode == 0
+    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "ckpt-0000004")
+    (tmp_path / "resumed" / "latest").write_text("ckpt-0000002\n")  # as if stopped after step 2
+    result = torchrun(config(dataset, tmp_path / "resumed", **knobs, resume=True))
+    assert result.returncode == 0, errors(result)
+    assert_same_weights(weights(tmp_path / "straight"), weights(tmp_path / "resumed"), exact=True)
+    assert logged(tmp_path / "straight") == logged(tmp_path / "resumed")
+
+
+AGREED = """
+import sys, torch, torch.distributed as dist
+import bpe, train
+def main():
+    dist.init_process_group("gloo")
+    with train.agreed(dist.get_rank(), 2, torch.device("cpu")):
+        if dist.get_rank() == 1:
+            raise ValueError("rank 1 has no dataset")
+bpe.run_cli(main)
+"""
+
+
+def test_a_set_up_error_on_rank_1_is_named_by_rank_0(tmp_path):
+    (tmp_path / "agreed.py").write_text(AGREED)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    env = ENV | {"PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        cmd + [tmp_path / "agreed.py"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.stderr.count("error: rank 1 has no dataset") == 1
+    assert result.stderr.count("error: set-up failed on rank 1: see its error above") == 1
 
 
 def test_resume_is_exact_and_checkpoints_are_complete(dataset, tmp_path):
@@ -467,11 +525,9 @@ def test_a_second_trainer_in_the_same_folder_is_refused(dataset, tmp_path):
 def test_a_set_up_error_on_one_rank_stops_every_rank_in_one_line(dataset, tmp_path):
     fcntl = pytest.importorskip("fcntl")
     train.train(config(dataset, tmp_path / "run", max_steps=2))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py"]
-    cmd += cli(config(dataset, tmp_path / "run", max_steps=4, resume=True))
     with open(tmp_path / "run" / ".lock", "a") as held:  # only rank 0 takes the lock, so only it fails
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+        result = torchrun(config(dataset, tmp_path / "run", max_steps=4, resume=True))
     assert result.returncode != 0
     assert result.stderr.count("is in use by another train.py") == 1
     assert "[rank1]" not in result.stderr and "Connection closed" not in result.stderr  # rank 1 went quietly
@@ -567,7 +623,13 @@ def test_a_signal_noted_during_the_last_step_lets_the_run_finish(dataset, tmp_pa
         return result
 
     monkeypatch.setattr(train, "optimizer_step", step_then_signal)
-    result = train.train(config(dataset, tmp_path / "run", max_steps=3))
+    # Should train.py ever stop catching SIGTERM, this keeps it from killing the test session (and the
+    # subprocess SIGTERM test above reports it).
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        result = train.train(config(dataset, tmp_path / "run", max_steps=3))
+    finally:
+        signal.signal(signal.SIGTERM, before)
     assert result["stopped"] == 0 and result["step"] == 3 and "val_loss" in result  # evaluated at the end
 
 
@@ -580,9 +642,34 @@ def test_nonfinite_loss_stops_or_is_skipped(dataset, tmp_path, dtype):
     assert result["skipped"] >= 1 and result["step"] == 6
 
 
-def test_activation_checkpointing_changes_nothing(dataset, tmp_path):
+def test_gradient_clipping_scales_the_update_not_the_logged_norm(dataset, tmp_path):
+    train.train(config(dataset, tmp_path / "free", max_steps=2, grad_clip=0.0))
+    train.train(config(dataset, tmp_path / "clipped", max_steps=2, grad_clip=1e-3))
+    norms = [logged(tmp_path / run, "grad_norm")[1] for run in ("free", "clipped")]
+    assert norms[0] == norms[1] > 1e-3  # the norm before clipping is what is logged
+    free, clipped = weights(tmp_path / "free"), weights(tmp_path / "clipped")
+    assert not torch.equal(free["transformer.wte.weight"], clipped["transformer.wte.weight"])
+
+
+def test_train_hands_the_callers_signal_handlers_back(dataset, tmp_path):
+    def mine(signum, frame):  # a notebook's or a test runner's own
+        pass
+
+    before = {signum: signal.signal(signum, mine) for signum in train.STOP_SIGNALS}
+    try:
+        train.train(config(dataset, tmp_path / "run", max_steps=1))
+        assert all(signal.getsignal(signum) is mine for signum in train.STOP_SIGNALS)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+def test_activation_checkpointing_changes_nothing(dataset, tmp_path, monkeypatch):
     train.train(config(dataset, tmp_path / "plain", max_steps=3))
+    calls, recompute = [], model_module.checkpoint
+    monkeypatch.setattr(model_module, "checkpoint", lambda *a, **k: calls.append(1) or recompute(*a, **k))
     train.train(config(dataset, tmp_path / "ckpt", max_steps=3, checkpointing=True))
+    assert calls  # the knob reached the model
     assert_same_weights(weights(tmp_path / "plain"), weights(tmp_path / "ckpt"), exact=True)
 
 
@@ -610,6 +697,12 @@ def test_mixed_precision_trains_and_resumes(dataset, tmp_path, dtype):
     assert bool(state["scaler"]) == (dtype == "float16")  # fp16 only: the GradScaler's scale and counters
     train.train(config(dataset, tmp_path / dtype, max_steps=5, dtype=dtype, resume=True))
     assert sorted(logged(tmp_path / dtype)) == [1, 2, 3, 4, 5]
+    straight = train.train(config(dataset, tmp_path / "straight", max_steps=5, dtype=dtype))
+    plain = train.train(config(dataset, tmp_path / "fp32", max_steps=5, dtype="float32"))
+    assert straight["val_loss"] != plain["val_loss"]  # autocast did run in the lower precision
+    saved = [torch.load(train.latest_checkpoint(tmp_path / run) / "train_state.pt", weights_only=True)
+             for run in (dtype, "straight")]  # fmt: skip
+    assert saved[0]["scaler"] == saved[1]["scaler"]  # its scale and growth counter went on across the resume
     other = {"bfloat16": "float16", "float16": "bfloat16"}[dtype]  # resumed where `auto` picks the other
     train.train(config(dataset, tmp_path / dtype, max_steps=6, dtype=other, resume=True))
     assert sorted(logged(tmp_path / dtype)) == [1, 2, 3, 4, 5, 6]
@@ -640,4 +733,6 @@ def test_keytoken_loss_in_the_loop(dataset, tmp_path, capsys):
     data.prepare(tmp_path / "ds", [tmp_path / "src"], vocab_size=300, valid_share=0.25, progress=False)
     result = train.train(config(tmp_path / "ds", tmp_path / "key", max_steps=2, keytoken_alpha=1.0))
     assert math.isfinite(result["val_loss"]) and all(map(math.isfinite, logged(tmp_path / "key").values()))
+    train.train(config(tmp_path / "ds", tmp_path / "plain_ds", max_steps=2))
+    assert logged(tmp_path / "key")[1] > logged(tmp_path / "plain_ds")[1]  # same weights, samples weighted up
     assert "are not single tokens; not counted" in capsys.readouterr().out  # "sk" is not, here
