@@ -1,6 +1,6 @@
 """Benchmark: forward+backward time of model.GPT against transformers' GPT2LMHeadModel.
 
-    python bench/model.py [--reps 4] [--threads N]
+    python bench/model.py [--reps 4] [--threads N] [--sizes small medium]
 
 Both models get the same config, the same weights (ours saved with save_pretrained, loaded by
 GPT2LMHeadModel.from_pretrained), the same batch and the same threads, in train mode with dropout 0.
@@ -81,6 +81,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=4)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--sizes", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     keep = "keep freed memory for reuse (train.keep_freed_memory), for both models"
     parser.add_argument("--keep-freed-memory", action="store_true", help=keep)
     args = parser.parse_args()
@@ -93,10 +94,10 @@ def main():
 
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {threads} threads for both")
-    for name in CONFIGS:
+    for name in args.sizes:
         compare(name, "cpu", torch.float32, False, args.reps)
     if torch.cuda.is_available():
-        for name in CONFIGS:
+        for name in args.sizes:
             compare(name, "cuda", torch.bfloat16, True, args.reps)
 
 

@@ -24,7 +24,7 @@ TOY_TRAIN = "--sizes tiny --vocab 512 --batch 2 --reps 1 --rounds 1 --warmup 1".
     [
         ("train.py", TOY_TRAIN, r"ours / transformers: wall [\d.]+x"),
         ("train.py", ["--as-run", *TOY_TRAIN], r"each as run: ours .*: [\d.]+x"),
-        ("model.py", ["--reps", "1"], r"medium .*\n.*speed-up +[\d.]+x"),
+        ("model.py", ["--reps", "1", "--sizes", "small"], r"small .*\n.*speed-up +[\d.]+x"),
         ("sample.py", ["--sizes", "tiny", "--samples", "2", "--new-tokens", "4", "--repeat", "1"],
          r"tiny +2 +[\d,.]+ +[\d,.]+ +[\d.]+x"),
         ("bpe.py", ["--limit-mb", "1", "--vocab-size", "600", "--rounds", "1"],
