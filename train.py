@@ -835,9 +835,8 @@ def distribute(run):
     """The model the loop calls: DDP (gradients all-reduced during backward) and torch.compile if asked."""
     if run.world > 1:
         run.train_model = DDP(run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
-    if (
-        run.cfg.compile
-    ):  # compiling the DDP module lets dynamo split graphs at gradient buckets: comm overlaps
+    # Compiling the DDP module lets dynamo split graphs at its gradient buckets, so communication overlaps.
+    if run.cfg.compile:
         run.train_model = torch.compile(run.train_model)
 
 
@@ -871,9 +870,8 @@ def train_on(cfg, rank, world, device) -> dict:
     try:
         with agreed(rank, world, device):  # no collective in here: a rank that failed would never join it
             meta = load_meta(cfg.data_dir)
-            val = list(
-                val_batches(cfg.data_dir, cfg.batch_size, cfg.context, cfg.eval_tokens, rank, world, device)
-            )
+            val = val_batches(cfg.data_dir, cfg.batch_size, cfg.context, cfg.eval_tokens, rank, world, device)
+            val = list(val)  # read now, inside the agreement: a missing shard fails here
             if rank == 0 and out.is_dir():  # a requeued job's twin is refused before loading 18 GB (xl)
                 lock = lock_run_folder(out)
             run = build_run(cfg, rank, world, device, meta)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU figure the issues ask for, on a CUDA machine; each part's log also lands in $LOGS.
 #
-#   bash bench/gpu.sh [tests|sample|train|train-xl|peer-eager|model|demo|xl-recipe|sample-cpu ...]
-#                                                         (default: all but xl-recipe and sample-cpu)
+#   bash bench/gpu.sh [tests|sample|train|train-xl|peer-eager|model|demo|xl-recipe|sample-cpu|mfu ...]
+#                                                         (default: all but xl-recipe, sample-cpu and mfu)
 # Each part runs under its own time limit, so one that fails or hangs does not cost the others. Times on
 # an H100 (2026-11-22), mostly torch.compile: tests 55 s (then only -k "cuda or top_p"; the whole suite
 # takes 2-3 min on 2 CPU cores), sample 110 s, train 190 s, train-xl 260 s, peer-eager 50 s, model 100 s,
@@ -12,6 +12,9 @@
 # a 32,768-token stdlib dataset: the MFU of the recipe itself and the 18 GB checkpoint it writes.
 # sample-cpu (not yet run there): CPU generation on the host's 16 cores, to see whether model.Linear's
 # 16 slices, measured only on a 2-core CPU, also beat MKL's single call on a larger one.
+# mfu (not yet run): levers for the MFU goals of issue #5, ours alone on gpt2, each against `train`'s
+# 36.7%: a larger batch (less fixed cost a token), inductor's coordinate-descent tuning, and max-autotune
+# (Triton matmul templates with fused epilogues; a long compile). Whatever wins becomes train.py's default.
 # The figures go to bench/RESULTS.md by hand, with the device name and date printed here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +49,10 @@ for p in "${parts[@]}"; do
       part xl-recipe 540 torchrun --standalone --nproc_per_node=1 train.py xl --data_dir=out/stdlib32k \
         --out_dir="out/xl-recipe-$(date +%H%M%S)" --dtype=bfloat16 --compile=True --max_steps=8 --log_interval=1 ;;
     sample-cpu) part sample-cpu 300 python3 bench/sample.py --device cpu --repeat 2 ;;
+    mfu)
+      part mfu-batch32 200 "${train[@]}" --sizes gpt2 --sides ours --batch 32
+      TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 part mfu-coordinate 250 "${train[@]}" --sizes gpt2 --sides ours
+      TORCHINDUCTOR_MAX_AUTOTUNE=1 part mfu-autotune 450 "${train[@]}" --sizes gpt2 --sides ours ;;
     *) echo "unknown part '$p'" >&2 ;;
   esac
 done
