@@ -17,7 +17,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --fresh) fresh=1 ;;
     --out) out=$2; shift ;;
-    --out=*) out=${1#*=} ;;
+    --out=*) out=${1#*=}; out=${out/#\~/$HOME} ;;  # bash expands ~ only at a word's start
     --source) source+=(--source "$2"); shift ;;
     --source=*) source+=(--source "${1#*=}") ;;
     --vocab-size) vocab=$2; shift ;;
@@ -27,6 +27,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+[ -n "$out" ] || { echo "error: --out needs a folder" >&2; exit 2; }  # else --fresh would clear /stdlib
 data="$out/stdlib" run="$out/tiny"
 [ -n "${fresh:-}" ] && rm -rf "$data" "$run"
 

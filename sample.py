@@ -58,9 +58,10 @@ def load_model(checkpoint, tokenizer=None, device="cpu", dtype="float32") -> tup
     try:
         model, tok = load_folder(folder, tokenizer)
     except (OSError, ValueError):
-        if folder.exists():
+        # A run that saves often deletes old checkpoints (keep_last), after moving `latest` on: if it has
+        # moved, the one being read was being deleted, and the newer one is read instead.
+        if latest_checkpoint(checkpoint) == folder:
             raise
-        # A run that saves often deletes old checkpoints (keep_last): this one went while it was read.
         model, tok = load_folder(latest_checkpoint(checkpoint), tokenizer)
     return model.to(device=device, dtype=getattr(torch, dtype)).eval(), tok
 

@@ -54,8 +54,9 @@ from typing import Literal, get_args
 # OpenMP threads that spin while waiting for work made a CPU training step 6-8x slower (3.5 s against
 # 0.46-0.62 s) on our shared 2-core machine whenever other jobs ran; on a quiet machine passive waits
 # cost ~11% (bench/RESULTS.md, "OpenMP waiting policy"); GPU runs hardly use CPU threads either way.
-# Set before torch loads its OpenMP runtime, and only for the training script: sample.py and evaluate.py
-# import this file and decode faster with OpenMP's default. An explicit OMP_WAIT_POLICY wins.
+# Set before torch loads its OpenMP runtime, and only by the training script: sample.py and evaluate.py
+# import this file and keep OpenMP's default (faster decoding), in their children too. An explicit
+# OMP_WAIT_POLICY wins.
 if __name__ == "__main__":
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -590,21 +591,16 @@ def checkpoint_to_resume(cfg) -> Path | None:
     return latest_checkpoint(out) if cfg.resume else None
 
 
-def start_run_folder(run, lock):
-    """Rank 0 writes the run folder's config.json and cuts its metrics back to the resumed step, only once
-    every rank's set-up has worked, so a start that fails leaves no half-made run behind. Returns the
-    folder's lock, taken here when the folder is new."""
-    if run.rank == 0:
-        out = Path(run.cfg.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        lock = lock or lock_run_folder(out)
-        write_atomic(out / "config.json", config_json(run.cfg))
-        if (out / "metrics.jsonl").exists():  # forget steps logged after the checkpoint we start from
-            if not run.cfg.resume:
-                print(f"note: {out} held a start that stopped before its first checkpoint; starting over")
-            kept = [r for r in read_metrics(out) if run.cfg.resume and r["step"] <= run.step]
-            write_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
-    return lock
+def start_run_folder(run):
+    """Rank 0's run folder: config.json, and metrics cut back to the resumed step. Written last in set-up,
+    so that a start that fails before leaves no half-made run behind."""
+    out = Path(run.cfg.out_dir)
+    write_atomic(out / "config.json", config_json(run.cfg))
+    if (out / "metrics.jsonl").exists():  # forget steps logged after the checkpoint we start from
+        if not run.cfg.resume:
+            print(f"note: {out} held a start that stopped before its first checkpoint; starting over")
+        kept = [r for r in read_metrics(out) if run.cfg.resume and r["step"] <= run.step]
+        write_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def lock_run_folder(out):
@@ -843,42 +839,60 @@ def distribute(run):
 @contextmanager
 def agreed(rank, world, device):
     """Set-up that fails on some processes only (a dataset missing on one node, the run folder locked by
-    another job) stops every process, in one line, instead of the others waiting at their next collective
-    or dying in a gloo / NCCL traceback that buries the error. Also a barrier: every rank has looked at the
-    run folder before rank 0 writes to it."""
-    failed = torch.zeros(world, device=device)
+    another job, a full disk on rank 0) stops every process instead of leaving the others waiting at their
+    next collective, or dying in a gloo / NCCL traceback that buries the error. A user's mistake is printed
+    by its rank before any rank exits (torchrun then stops the rest), and rank 0 names the failed ranks.
+    Also a barrier: every rank has looked at the run folder before rank 0 starts training in it."""
     try:
         yield
-    except Exception:
-        failed[rank] = 1
-        if world > 1:
-            with suppress(Exception):  # the error to show is this rank's own
-                dist.all_reduce(failed)
+    except Exception as e:
+        if world == 1:
+            raise
+        mistake = isinstance(e, (ValueError, OSError))
+        if mistake:
+            print(f"error on rank {rank}: {e}", file=sys.stderr, flush=True)
+        with suppress(Exception):  # a broken device or peer must not hide this rank's own error
+            failed_ranks(True, rank, world, device)
+        if mistake:
+            sys.exit(2)
         raise
-    if world > 1:
-        dist.all_reduce(failed)
-    if failed.any():
-        ranks = ", ".join(str(r) for r in failed.nonzero().flatten().tolist())
+    if world > 1 and (ranks := failed_ranks(False, rank, world, device)):
         if rank == 0:
-            raise ValueError(f"set-up failed on rank {ranks}: see its error above, or in its node's log")
+            raise ValueError(f"set-up failed on rank {', '.join(map(str, ranks))}: see its error above or in "
+                             "its node's log")  # fmt: skip
         sys.exit(2)  # rank 0 says it once
 
 
+def failed_ranks(failed, rank, world, device) -> list[int]:
+    flags = torch.zeros(world, device=device)
+    flags[rank] = failed
+    dist.all_reduce(flags)  # every rank learns which ranks failed
+    return flags.nonzero().flatten().tolist()
+
+
 def train_on(cfg, rank, world, device) -> dict:
-    """Set up, run the steps, then draw the loss curve; the run folder's lock is released however it ends."""
-    out, lock = Path(cfg.out_dir), None
+    """Set up, run the steps, then draw the loss curve; the run folder's lock and rank 0's outputs are
+    released however it ends."""
+    out, lock, log = Path(cfg.out_dir), None, None
     try:
         with agreed(rank, world, device):  # no collective in here: a rank that failed would never join it
             meta = load_meta(cfg.data_dir)
             val = val_batches(cfg.data_dir, cfg.batch_size, cfg.context, cfg.eval_tokens, rank, world, device)
             val = list(val)  # read now, inside the agreement: a missing shard fails here
-            if rank == 0 and out.is_dir():  # a requeued job's twin is refused before loading 18 GB (xl)
+            resuming_here = rank == 0 and cfg.resume and (out / "latest").is_file()
+            if resuming_here:  # a requeued job's twin is refused before it loads a checkpoint (18 GB for xl)
                 lock = lock_run_folder(out)
             run = build_run(cfg, rank, world, device, meta)
-        lock = start_run_folder(run, lock)
+            if rank == 0:  # last, so that a start that failed before leaves nothing behind
+                out.mkdir(parents=True, exist_ok=True)
+                lock = lock if resuming_here else lock_run_folder(out)
+                start_run_folder(run)
+            log = RunLog(run)  # rank 0 opens metrics.jsonl, TensorBoard, W&B
         distribute(run)
-        result, signum = run_steps(run, val, meta["bytes_per_token"]["valid"])
+        result, signum = run_steps(run, log, val, meta["bytes_per_token"]["valid"])
     finally:
+        if log:  # closed on an error too, or tqdm redraws its bar below the error line
+            log.close()
         if lock:
             lock.close()
     if rank == 0:
@@ -888,29 +902,26 @@ def train_on(cfg, rank, world, device) -> dict:
     return {**result, "step": run.step, "tokens": run.tokens, "skipped": run.skipped, "stopped": signum}
 
 
-def run_steps(run, val, bytes_per_token) -> tuple[dict, int]:
+def run_steps(run, log, val, bytes_per_token) -> tuple[dict, int]:
     """Optimizer steps until max_steps or a stop signal, evaluating, logging and saving when due; returns
     the last evaluation and the number of the signal that stopped the run early (0 if none)."""
-    cfg, log = run.cfg, RunLog(run)
-    caught = catch_stop_signals()
+    cfg, caught = run.cfg, catch_stop_signals()
     result, stopped = {}, False
-    try:  # closed on an error too, or tqdm redraws its bar below the error line
-        while run.step < cfg.max_steps and not stopped:
-            loss, norm, stopped = optimizer_step(run, stop_here=bool(caught))
-            stopped = stopped and run.step < cfg.max_steps  # a signal in the last step: it just finishes
-            log.bar.update(1)
-            at_end = run.step == cfg.max_steps
-            if run.step % cfg.log_interval == 0 or at_end:
-                log.training(run, loss, norm)
-            if (run.step % cfg.eval_interval == 0 or at_end) and not stopped:
-                result = evaluate(run, val, bytes_per_token)
-                log.evaluation(result)
-                log.restart_clock(run)
-            if run.step % cfg.save_interval == 0 or at_end or stopped:
-                save_checkpoint(run)
-                log.restart_clock(run)
-    finally:
-        log.close()
+    log.restart_clock(run)  # throughput counts training, not set-up
+    while run.step < cfg.max_steps and not stopped:
+        loss, norm, stopped = optimizer_step(run, stop_here=bool(caught))
+        stopped = stopped and run.step < cfg.max_steps  # a signal in the last step: it just finishes
+        log.bar.update(1)
+        at_end = run.step == cfg.max_steps
+        if run.step % cfg.log_interval == 0 or at_end:
+            log.training(run, loss, norm)
+        if (run.step % cfg.eval_interval == 0 or at_end) and not stopped:
+            result = evaluate(run, val, bytes_per_token)
+            log.evaluation(result)
+            log.restart_clock(run)
+        if run.step % cfg.save_interval == 0 or at_end or stopped:
+            save_checkpoint(run)
+            log.restart_clock(run)
     return result, (caught or [signal.SIGTERM])[0] if stopped else 0  # another rank may have been signalled
 
 

@@ -17,7 +17,7 @@ STEPS = ["--max_steps=6", "--eval_interval=3", "--save_interval=3", "--log_inter
 
 
 def demo(out, *args):
-    cmd = ["bash", str(ROOT / "demo.sh"), "--out", str(out), *SLICE, *STEPS, *args]
+    cmd = ["bash", str(ROOT / "demo.sh"), f"--out={out}", *SLICE, *STEPS, *args]
     # The interpreter running the tests comes first on PATH, and pip finds everything installed without
     # asking the network (it would check its own version there).
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
@@ -44,8 +44,7 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == len(metrics)  # nothing retrained
 
 
-def test_demo_refuses_an_unknown_argument(tmp_path):
-    result = subprocess.run(
-        ["bash", str(ROOT / "demo.sh"), "--bogus"], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--bogus" in result.stderr
+def test_demo_refuses_an_unknown_argument_and_an_empty_out(tmp_path):
+    for args, word in ((["--bogus"], "--bogus"), (["--fresh", "--out="], "--out needs a folder")):
+        result = subprocess.run(["bash", ROOT / "demo.sh", *args], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and word in result.stderr

@@ -3,7 +3,6 @@ never breaks a character, and the command line end to end on a tiny checkpoint w
 
 import io
 import os
-import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -232,14 +231,17 @@ def test_a_checkpoint_pruned_while_it_is_read_gives_way_to_the_newer_one(tmp_pat
     read = GPT.from_pretrained
 
     def trainer_saves_and_prunes_meanwhile(folder):
-        if folder == old:
+        if folder == old:  # `latest` moves on, then the prune has deleted some files when the read comes
             (run / "latest").write_text(new.name + "\n")
-            shutil.rmtree(old)
+            (old / "model.safetensors").unlink()
         return read(folder)
 
     monkeypatch.setattr(GPT, "from_pretrained", trainer_saves_and_prunes_meanwhile)
     model, _ = sample.load_model(run)
     assert torch.equal(model.transformer.wte.weight, read(new).transformer.wte.weight)
+    (new / "model.safetensors").unlink()  # broken, and still the latest: the error is reported
+    with pytest.raises(FileNotFoundError, match="ckpt-0000004/model.safetensors: not found"):
+        sample.load_model(run)
 
 
 def test_an_hf_folder_is_read_with_its_vocab_json(loaded, tmp_path):

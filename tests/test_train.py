@@ -395,7 +395,8 @@ def test_a_set_up_error_on_rank_1_is_named_by_rank_0(tmp_path):
     result = subprocess.run(
         cmd + [tmp_path / "agreed.py"], env=env, capture_output=True, text=True, timeout=120
     )
-    assert result.stderr.count("error: rank 1 has no dataset") == 1
+    assert result.returncode != 0
+    assert result.stderr.count("error on rank 1: rank 1 has no dataset") == 1
     assert result.stderr.count("error: set-up failed on rank 1: see its error above") == 1
 
 
@@ -532,6 +533,12 @@ def test_a_set_up_error_on_one_rank_stops_every_rank_in_one_line(dataset, tmp_pa
     assert result.stderr.count("is in use by another train.py") == 1
     assert "[rank1]" not in result.stderr and "Connection closed" not in result.stderr  # rank 1 went quietly
     assert "resuming from" not in result.stdout  # refused before loading the checkpoint
+    (tmp_path / "a_file").write_text(
+        ""
+    )  # rank 0 alone makes the run folder: it fails, the last thing in set-up
+    result = torchrun(config(dataset, tmp_path / "a_file" / "run"))
+    assert result.returncode != 0 and result.stderr.count("error on rank 0: [Errno 20] Not a directory") == 1
+    assert "[rank1]" not in result.stderr and "Connection closed" not in result.stderr
 
 
 def test_the_lock_is_released_when_set_up_fails_and_skipped_where_flock_is_not(
