@@ -578,9 +578,11 @@ def checkpoint_to_resume(cfg) -> Path | None:
         raise ValueError(f"{out}: out_dir is a file, not a folder; choose another --out_dir")
     has_checkpoint = (out / "latest").is_file()
     # Only what a start writes before its first save (or a save cut short) may be replaced by a fresh
-    # start: anything else, a complete ckpt-* folder or another program's files, is refused.
+    # start: anything else, a complete ckpt-* folder or another program's files, is refused. (.tmp: rank 0
+    # may be writing config.json through write_atomic while another rank looks.)
+    ours = {name + ".tmp" for name in RUN_FILES} | RUN_FILES
     entries = out.iterdir() if out.is_dir() else []
-    others = [p.name for p in entries if p.name not in RUN_FILES and not p.match("ckpt-*.tmp*")]
+    others = [p.name for p in entries if p.name not in ours and not p.match("ckpt-*.tmp*")]
     if (has_checkpoint or others) and not cfg.resume:
         raise ValueError(f"{out} already holds a run (or other files); continue it with --resume or choose "
                          "another --out_dir")  # fmt: skip
@@ -842,7 +844,7 @@ def agreed(rank, world, device):
     another job, a full disk on rank 0) stops every process instead of leaving the others waiting at their
     next collective, or dying in a gloo / NCCL traceback that buries the error. A user's mistake is printed
     by its rank before any rank exits (torchrun then stops the rest), and rank 0 names the failed ranks.
-    Also a barrier: every rank has looked at the run folder before rank 0 starts training in it."""
+    Also a barrier: no rank starts training before every rank is set up."""
     try:
         yield
     except Exception as e:

@@ -454,6 +454,9 @@ def test_saves_cut_short_by_a_crash_are_cleared(dataset, tmp_path):
         (tmp_path / "run" / stale / "model.safetensors").write_bytes(b"half")
     train.train(config(dataset, tmp_path / "run", max_steps=3, resume=True))
     assert sorted(p.name for p in (tmp_path / "run").glob("ckpt-*")) == ["ckpt-0000002", "ckpt-0000003"]
+    (tmp_path / "new").mkdir()  # as another rank sees a new run folder while rank 0 writes config.json
+    (tmp_path / "new" / "config.json.tmp").write_text("{")
+    assert train.train(config(dataset, tmp_path / "new", max_steps=1))["step"] == 1
 
 
 def test_a_local_rank_without_its_gpu_is_one_line(monkeypatch):
