@@ -648,12 +648,15 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 def catch_stop_signals() -> list:
     """SIGTERM (preemption, torchrun shutting down) and SIGINT (Ctrl-C) only raise a flag, so the loop ends
-    its step, saves and exits cleanly. A second signal gets the default behaviour: kill."""
-    caught = []
+    its step, saves and exits cleanly. A second signal gets the default behaviour, kill, except under
+    torchrun: a terminal's Ctrl-C reaches the ranks and torchrun, which then sends the ranks the same
+    signal again, and kills them itself if they are not done within its timeout (30 s)."""
+    caught, torchrun = [], "TORCHELASTIC_RUN_ID" in os.environ
 
     def handler(signum, frame):
         caught.append(signum)
-        signal.signal(signum, signal.SIG_DFL)
+        if not torchrun:
+            signal.signal(signum, signal.SIG_DFL)
 
     for signum in STOP_SIGNALS:
         signal.signal(signum, handler)
@@ -885,7 +888,8 @@ def train_on(cfg, rank, world, device) -> dict:
             if resuming_here:  # a requeued job's twin is refused before it loads a checkpoint (18 GB for xl)
                 lock = lock_run_folder(out)
             run = build_run(cfg, rank, world, device, meta)
-            if rank == 0:  # last, so that a start that failed before leaves nothing behind
+        with agreed(rank, world, device):  # then rank 0 writes: a start that failed leaves nothing behind
+            if rank == 0:
                 out.mkdir(parents=True, exist_ok=True)
                 lock = lock if resuming_here else lock_run_folder(out)
                 start_run_folder(run)

@@ -376,28 +376,24 @@ def test_ddp_resume_with_the_same_processes_is_exact(dataset, tmp_path):
     assert logged(tmp_path / "straight") == logged(tmp_path / "resumed")
 
 
-AGREED = """
-import sys, torch, torch.distributed as dist
-import bpe, train
-def main():
-    dist.init_process_group("gloo")
-    with train.agreed(dist.get_rank(), 2, torch.device("cpu")):
-        if dist.get_rank() == 1:
-            raise ValueError("rank 1 has no dataset")
-bpe.run_cli(main)
+RANK_1_WITHOUT_DATA = """
+import os, runpy, sys
+if os.environ["RANK"] == "1":  # as on a node whose disk lacks the dataset
+    sys.argv.append("--data_dir=/nonexistent/dataset")
+sys.path.insert(0, os.getcwd())  # train.py's folder, for its imports
+runpy.run_path("train.py", run_name="__main__")
 """
 
 
-def test_a_set_up_error_on_rank_1_is_named_by_rank_0(tmp_path):
-    (tmp_path / "agreed.py").write_text(AGREED)
+def test_a_set_up_error_on_rank_1_is_named_by_rank_0_and_nothing_is_written(dataset, tmp_path):
+    (tmp_path / "rank_1_without_data.py").write_text(RANK_1_WITHOUT_DATA)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    env = ENV | {"PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        cmd + [tmp_path / "agreed.py"], env=env, capture_output=True, text=True, timeout=120
-    )
+    cmd += [tmp_path / "rank_1_without_data.py", *cli(config(dataset, tmp_path / "run"))]
+    result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
-    assert result.stderr.count("error on rank 1: rank 1 has no dataset") == 1
+    assert result.stderr.count("error on rank 1: /nonexistent/dataset: no dataset here") == 1
     assert result.stderr.count("error: set-up failed on rank 1: see its error above") == 1
+    assert not (tmp_path / "run").exists()  # rank 0 writes only once every rank is set up
 
 
 def test_resume_is_exact_and_checkpoints_are_complete(dataset, tmp_path):
@@ -572,23 +568,41 @@ def test_resuming_a_finished_run_says_there_is_nothing_to_do(dataset, tmp_path, 
 
 
 # train.py's own command line, with a SIGTERM arriving, as from a scheduler, right after step 3
-SIGTERM_AFTER_STEP_3 = """
-import os, signal, train
+SIGNAL_AFTER_STEP_3 = """
+import os, signal, sys, train
+signum, again = getattr(signal, sys.argv.pop(1)), sys.argv.pop(1) == "again"
 step = train.optimizer_step
 def step_then_signal(run, stop_here):
+    if run.step == 3 and again:  # the same signal once more as step 4 starts, as torchrun passes Ctrl-C on
+        os.kill(os.getpid(), signum)
     result = step(run, stop_here)
     if run.step == 3:
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
     return result
 train.optimizer_step = step_then_signal
 train.main()
 """
 
 
+def test_ctrl_c_under_torchrun_still_saves(dataset, tmp_path):
+    """A terminal's Ctrl-C reaches each rank, then torchrun sends it again: that second one must not kill."""
+    cfg = config(dataset, tmp_path / "run", max_steps=8)
+    cmd = [sys.executable, "-c", SIGNAL_AFTER_STEP_3, "SIGINT", "again", *cli(cfg)]
+    env = ENV | {"TORCHELASTIC_RUN_ID": "test"}  # as torchrun sets it for its ranks
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == -signal.SIGINT, result.stderr[-2000:]
+    assert (tmp_path / "run" / "latest").read_text().strip() == "ckpt-0000004"
+    cmd[-len(cli(cfg)) :] = cli(dataclasses.replace(cfg, out_dir=str(tmp_path / "plain")))
+    result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert (
+        result.returncode == -signal.SIGINT and not (tmp_path / "plain" / "latest").exists()
+    )  # Ctrl-C twice
+
+
 def test_sigterm_saves_and_resume_matches_uninterrupted(dataset, tmp_path):
     """The signal is noted during step 3; step 4 is the last, saved before a clean exit."""
     cfg = config(dataset, tmp_path / "killed", max_steps=8)
-    cmd = [sys.executable, "-c", SIGTERM_AFTER_STEP_3, *cli(cfg)]
+    cmd = [sys.executable, "-c", SIGNAL_AFTER_STEP_3, "SIGTERM", "once", *cli(cfg)]
     result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == -signal.SIGTERM, result.stderr[-2000:]  # died of it: not a finished run
     assert "stopped by a signal at step 4" in result.stdout
