@@ -605,7 +605,7 @@ def main(argv=None):
         texts = first_mb(read_texts(args.input, stats=stats), args.max_mb)
         if not any(texts):
             raise ValueError(f"--input {' '.join(args.input)}: no text to measure; pass files that hold some")
-        source = f"the first {args.max_mb} MB of {' '.join(args.input)} ({_describe(stats)})"
+        source = f"the first {args.max_mb}M characters of {' '.join(args.input)} ({_describe(stats)})"
         report(args.file, texts, source, args.compare)
     else:
         if args.tiktoken:

@@ -367,9 +367,9 @@ def encode_into_writers(batch, tok):
 def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options):
     """Build (or finish) the dataset in out_dir from sources; returns its meta dict, also in meta.json:
     the recipe (sources, options, tokenizer_source_sha256), complete, format_version, vocab_size,
-    eot_token, tokenizer (file name)
-    and tokenizer_sha256, documents {seen, kept, dropped_<filter>}, read {files, bad_json, missing_field,
-    invalid_utf8, first_<problem>: "file:line"}, per split: docs, bytes, tokens, shards, bytes_per_token."""
+    eot_token, tokenizer (file name) and tokenizer_sha256, documents {seen, kept, dropped_<filter>}, read
+    {files, bad_json, missing_field, invalid_utf8, first_<problem>: "file:line"}, per split: docs, bytes,
+    tokens, shards, bytes_per_token."""
     opts, sources, recipe = make_recipe(sources, options)
     out_dir = Path(out_dir)
     old = claim_out_dir(out_dir, recipe, overwrite)

@@ -14,15 +14,16 @@ cd "$(dirname "$0")"
 
 out=out source=() vocab=4096 train_args=()
 needs() { [ "$1" -gt 1 ] || { echo "error: $2 needs a value" >&2; exit 2; }; }
+value() { local v=${1#*=}; printf '%s' "${v/#\~/$HOME}"; }  # of --key=VALUE; bash expands ~ only at a word's start
 while [ $# -gt 0 ]; do
   case "$1" in
     --fresh) fresh=1 ;;
     --out) needs $# "$1"; out=$2; shift ;;
-    --out=*) out=${1#*=}; out=${out/#\~/$HOME} ;;  # bash expands ~ only at a word's start
+    --out=*) out=$(value "$1") ;;
     --source) needs $# "$1"; source+=(--source "$2"); shift ;;
-    --source=*) source+=(--source "${1#*=}") ;;
+    --source=*) source+=(--source "$(value "$1")") ;;
     --vocab-size) needs $# "$1"; vocab=$2; shift ;;
-    --vocab-size=*) vocab=${1#*=} ;;
+    --vocab-size=*) vocab=$(value "$1") ;;
     --*=*) train_args+=("$1") ;;  # the rest with '=' is train.py's
     *) echo "error: unknown argument '$1' (see the usage line at the top of demo.sh)" >&2; exit 2 ;;
   esac

@@ -60,9 +60,10 @@ def load_model(checkpoint, tokenizer=None, device="cpu", dtype="float32") -> tup
     except (OSError, ValueError):
         # A run that saves often deletes old checkpoints (keep_last), after moving `latest` on: if it has
         # moved, the one being read was being deleted, and the newer one is read instead.
-        if latest_checkpoint(checkpoint) == folder:
+        newer = latest_checkpoint(checkpoint)
+        if newer == folder:
             raise
-        model, tok = load_folder(latest_checkpoint(checkpoint), tokenizer)
+        model, tok = load_folder(newer, tokenizer)
     return model.to(device=device, dtype=getattr(torch, dtype)).eval(), tok
 
 

@@ -51,12 +51,10 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Literal, get_args
 
-# OpenMP threads that spin while waiting for work made a CPU training step 6-8x slower (3.5 s against
-# 0.46-0.62 s) on our shared 2-core machine whenever other jobs ran; on a quiet machine passive waits
-# cost ~11% (bench/RESULTS.md, "OpenMP waiting policy"); GPU runs hardly use CPU threads either way.
-# Set before torch loads its OpenMP runtime, and only by the training script: sample.py and evaluate.py
-# import this file and keep OpenMP's default (faster decoding), in their children too. An explicit
-# OMP_WAIT_POLICY wins.
+# OpenMP threads that spin while waiting for work made a CPU training step 6-8x slower on our shared
+# 2-core machine whenever other jobs ran, and passive waits cost ~11% on a quiet one (bench/RESULTS.md,
+# "OpenMP waiting policy"). Set before torch loads OpenMP, by the training script only (sample.py and
+# evaluate.py import this file and decode faster without it); an explicit OMP_WAIT_POLICY wins.
 if __name__ == "__main__":
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

@@ -93,9 +93,9 @@ def cli(cfg):
     return [f"--{k}={v}" for k, v in vars(cfg).items()]
 
 
-def torchrun(cfg):
+def torchrun(cfg, script="train.py"):
     """Two processes under torchrun (gloo), from the interpreter running the tests."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script]
     return subprocess.run(cmd + cli(cfg), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
 
 
@@ -387,9 +387,7 @@ runpy.run_path("train.py", run_name="__main__")
 
 def test_a_set_up_error_on_rank_1_is_named_by_rank_0_and_nothing_is_written(dataset, tmp_path):
     (tmp_path / "rank_1_without_data.py").write_text(RANK_1_WITHOUT_DATA)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    cmd += [tmp_path / "rank_1_without_data.py", *cli(config(dataset, tmp_path / "run"))]
-    result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    result = torchrun(config(dataset, tmp_path / "run"), script=tmp_path / "rank_1_without_data.py")
     assert result.returncode != 0
     assert result.stderr.count("error on rank 1: /nonexistent/dataset: no dataset here") == 1
     assert result.stderr.count("error: set-up failed on rank 1: see its error above") == 1
