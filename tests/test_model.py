@@ -2,6 +2,8 @@
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,8 @@ from safetensors.torch import load_file, save_file
 import model as model_module
 from model import GPT, GPTConfig, sample_next
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
 TINY = GPTConfig(vocab_size=97, context=16, n_layer=2, n_head=2, n_embd=32)
 
 
@@ -248,6 +251,14 @@ def test_logits_match_transformers_fixture():
     with torch.no_grad():
         logits, _ = m(io["idx"])
     torch.testing.assert_close(logits, io["logits"], atol=1e-5, rtol=0)
+
+
+def test_loading_leaves_the_compiler_unimported():
+    # Building on the meta device must not run torch's meta normal_, which imports torch._dynamo: it was
+    # 1.2-1.5 s of every sample.py start. A fresh interpreter, since the test session may have loaded it.
+    code = (f"import sys, model; model.GPT.from_pretrained({str(FIXTURES / 'gpt2-tiny')!r}); "
+            "sys.exit('torch._dynamo' in sys.modules)")  # fmt: skip
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=120).returncode == 0
 
 
 def test_loads_original_openai_layout(tmp_path):
