@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from test_sample import Scripted, byte_tokens
 
 import data
 import evaluate
@@ -261,6 +262,17 @@ def test_humaneval_cli_end_to_end(world, tmp_path):
     assert set(records[-1]) >= {"pass@1", "pass@2", "temperature", "checkpoint"}
     assert records[-1]["problems"] == 2 and records[-1]["problems_file"] == str(MINI)
     assert "pass@10" not in records[-1]
+
+
+def test_generated_completions_are_cut_at_the_next_top_level_block(world):
+    # A model that writes the right body, then a top-level line that fails: only the cut program passes.
+    tok, problems = world["tok"], evaluate.load_problems(MINI)[:1]  # add(a, b)
+    text = "    return a + b\n\nprint(undefined_name)\n"
+    model = Scripted([byte_tokens(tok, text)] * 2, tok.vocab_size)
+    completions = evaluate.generate_completions(model, tok, problems, 2, 2, 0, max_new_tokens=99)
+    assert completions == [["    return a + b"] * 2]
+    assert evaluate.check_completions(problems, completions, timeout=10) == [["passed"] * 2]
+    assert evaluate.check_completions(problems, [[text]], timeout=10)[0][0].startswith("failed")
 
 
 def test_same_seed_same_completions(world):
