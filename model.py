@@ -11,7 +11,8 @@ on Python code as CodeParrot: "gpt2" (111M) and "gpt2-xl" (1.5B) with a 32,768-t
 Checkpoints are Hugging Face-format folders (config.json + model.safetensors) both ways, so existing
 GPT-2 checkpoints load here (older ones' pytorch_model.bin too) and ours load in transformers.
 Generation (GPT.stream) keeps a key/value cache so each new token costs one position; the helpers after
-GPT make that step fast: a CUDA graph on GPUs (cuda_graph), sliced few-row products on CPUs (Linear).
+GPT make that step fast: a CUDA graph on GPUs (cuda_graph), sliced few-row products on CPUs (Linear),
+and an init that skips the meta device so loading a checkpoint stays quick (Embedding).
 """
 
 import json
