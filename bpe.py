@@ -55,6 +55,7 @@ GPT4_PATTERN = (
 PATTERNS = {"gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}
 EOT = "<|endoftext|>"
 HF_FILES = ("vocab.json", "merges.txt")  # an HF GPT-2 tokenizer folder's, read by from_hf, written by save_hf
+JSON_LINES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")  # one document a line, as codeparrot's files
 
 # --------------------------------------------------------------------------------------------- reading
 
@@ -67,8 +68,12 @@ def read_texts(paths, glob="*.py", field="content", stats=None) -> Iterator[str]
     for path in [Path(paths)] if isinstance(paths, str | os.PathLike) else map(Path, paths):
         if path.is_dir():
             found = sorted(p for p in path.rglob(glob) if p.is_file())  # sorted: same order on every OS
-            if not found:
-                raise ValueError(f"{path}: no file matching {glob!r} in this directory; pass another path")
+            if not found:  # codeparrot's download is a folder of .json.gz files: say how to read it
+                lines = [p for p in path.iterdir() if p.name.endswith(JSON_LINES)]
+                fix = f", or its JSON Lines files: {path}/*{''.join(lines[0].suffixes)}" if lines else ""
+                raise ValueError(
+                    f"{path}: no file matching {glob!r} in this directory; pass another path{fix}"
+                )
             files += found
         elif path.is_file():
             files.append(path)
@@ -80,7 +85,7 @@ def read_texts(paths, glob="*.py", field="content", stats=None) -> Iterator[str]
 def _read_files(files: list[Path], field: str, stats) -> Iterator[str]:
     for file in files:
         stats["files"] += 1
-        if file.name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):  # codeparrot's are JSON Lines
+        if file.name.endswith(JSON_LINES):
             yield from _read_jsonl(file, field, stats)
         else:
             yield _decode(file.read_bytes(), file, 1, stats)

@@ -292,8 +292,13 @@ def test_read_texts_formats_and_stats(tmp_path):
         with pytest.raises(ValueError, match=str(bad.name)):
             list(bpe.read_texts([bad]))
     (tmp_path / "nopy").mkdir()
-    with pytest.raises(ValueError, match="no file matching"):
+    with pytest.raises(ValueError, match="no file matching '\\*.py' in this directory; pass another path$"):
         list(bpe.read_texts(tmp_path / "nopy"))
+    (tmp_path / "nopy" / "file-000000000001.json.gz").write_bytes(gzip.compress(b'{"content": "x"}\n'))
+    with pytest.raises(
+        ValueError, match=f"another path, or its JSON Lines files: {tmp_path}/nopy/\\*.json.gz$"
+    ):
+        list(bpe.read_texts(tmp_path / "nopy"))  # as codeparrot's download: the fix is in the message
     cut = tmp_path / "cut.jsonl.gz"  # a download cut short
     whole = gzip.compress(b"".join(b'{"content": "%d"}\n' % i for i in range(5000)))
     cut.write_bytes(whole[: len(whole) // 2])
