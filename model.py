@@ -350,8 +350,8 @@ class GPT(nn.Module):
 class Embedding(nn.Embedding):
     """nn.Embedding, whose default init skips the meta device (from_pretrained builds the model there).
 
-    torch's normal_ on a meta tensor imports its compiler, torch._dynamo, for values no one reads: that
-    was 1.2-1.5 s of sample.py's 3.5 s start on a short completion on the 2-core machine (now 2.2 s).
+    torch's normal_ on a meta tensor imports its compiler, torch._dynamo, for values no one reads: 1.2-1.5
+    s of a short sample.py run on the 2-core machine, which took 3.5-4.3 s before and 2.0-2.1 s after.
     On real devices the init runs as nn.Embedding's, so the random stream, and every run's initial
     weights, stay what they were.
     """
