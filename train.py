@@ -889,7 +889,7 @@ def train_on(cfg, rank, world, device) -> dict:
         with agreed(rank, world, device):  # then rank 0 writes: a start that failed leaves nothing behind
             if rank == 0:
                 out.mkdir(parents=True, exist_ok=True)
-                lock = lock if resuming_here else lock_run_folder(out)
+                lock = lock or lock_run_folder(out)  # taken above when resuming
                 start_run_folder(run)
             log = RunLog(run)  # rank 0 opens metrics.jsonl, TensorBoard, W&B
         distribute(run)

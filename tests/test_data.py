@@ -385,10 +385,8 @@ def test_prepare_blames_what_the_user_can_fix(tmp_path):
 
 # ---------------------------------------------------------------- command line
 def cli(*args, cwd=ROOT):
-    argv, env = (
-        [sys.executable, str(ROOT / "data.py"), *map(str, args)],
-        {**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    argv = [sys.executable, str(ROOT / "data.py"), *map(str, args)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
