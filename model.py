@@ -11,8 +11,8 @@ on Python code as CodeParrot: "gpt2" (111M) and "gpt2-xl" (1.5B) with a 32,768-t
 Checkpoints are Hugging Face-format folders (config.json + model.safetensors) both ways, so existing
 GPT-2 checkpoints load here (older ones' pytorch_model.bin too) and ours load in transformers.
 Generation (GPT.stream) keeps a key/value cache so each new token costs one position; the helpers after
-GPT make that step fast: a CUDA graph on GPUs (cuda_graph), sliced few-row products on CPUs (Linear),
-and an init that skips the meta device so loading a checkpoint stays quick (Embedding).
+GPT make that step fast: a CUDA graph on GPUs (cuda_graph), sliced few-row products on CPUs (Linear).
+Embedding skips its init on the meta device, so loading a checkpoint stays quick.
 """
 
 import json
@@ -143,9 +143,9 @@ class GPT(nn.Module):
         if self.lm_head.weight.is_meta:  # from_pretrained: shapes only, the values come from the file
             return
         self.apply(self._init_weights)
-        # GPT-2 paper sec. 2.3: scale residual output projections by 1/sqrt(N), N the number of residual
-        # branches, 2 * n_layer (attention + MLP in each block), so the stream's variance does not grow
-        # with depth.
+        # GPT-2 paper sec. 2.3: scale residual output projections by 1/sqrt(N), N "the number of residual
+        # layers", read as 2 * n_layer (attention + MLP in each block) by transformers and nanoGPT, so the
+        # stream's variance does not grow with depth.
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
@@ -185,7 +185,7 @@ class GPT(nn.Module):
         The prompt is prefilled once; after that each token costs one position of compute, and on a GPU
         that step is replayed as a CUDA graph. Positions are absolute, so once the window is full and
         slides left every cached key changes: from then on each step re-prefills the last `context`
-        tokens, which keeps the output identical to recomputing without a cache. Call model.eval()
+        tokens, which keeps the output that of recomputing without a cache (up to rounding). Call model.eval()
         first, or dropout makes sampling noisy. The ids are inference-mode tensors: read them, cat them,
         call .tolist(); clone one before changing it in place.
         """
@@ -195,7 +195,10 @@ class GPT(nn.Module):
         ctx, cfg, p = self.config.context, self.config, next(self.parameters())  # p: dtype, device
         length = min(ctx, T + max_new_tokens)  # the most positions the cache will ever hold
         shape = (B, cfg.n_head, length, cfg.n_embd // cfg.n_head)
-        cache = [(p.new_zeros(shape), p.new_zeros(shape)) for _ in range(cfg.n_layer)]  # (k, v) per layer
+        # Under autocast the keys and values come out of its matmuls in its dtype, not the weights'.
+        autocast = torch.is_autocast_enabled(p.device.type)
+        kv = dict(size=shape, dtype=torch.get_autocast_dtype(p.device.type) if autocast else p.dtype)
+        cache = [(p.new_zeros(**kv), p.new_zeros(**kv)) for _ in range(cfg.n_layer)]  # (k, v) per layer
         token, pos = idx.new_zeros(B, 1), idx.new_zeros(1)  # the decode step's inputs, filled in place
 
         def decode():  # one new position against the cache -> (B,V)

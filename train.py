@@ -11,15 +11,16 @@ folder must then be on a shared file system). One file does both; read it top to
    of them and `--key=value` overrides any. The resolved config is printed and stored in the run folder.
 2. Set-up. torchrun starts one process per device and sets RANK / LOCAL_RANK / WORLD_SIZE; each process
    joins the DDP group (NCCL on GPUs, gloo on CPUs). The dataset's meta.json fixes the vocabulary; the
-   model is model.GPT, the optimizer AdamW with weight decay on weight matrices only.
+   model is model.GPT, the optimizer AdamW with weight decay on weight matrices and embeddings only.
 3. One optimizer step = `grad_accum` micro-batches per process. Each runs forward under autocast and
    backward with DDP's gradient all-reduce held back until the last one, so the update equals one large
    batch of batch_size * grad_accum * world_size sequences. Then clip the global gradient norm and step
    AdamW at the learning rate the schedule gives for this global step.
 4. Every eval_interval steps and at the end: validation loss, perplexity and bits per byte, all-reduced.
 5. Every save_interval steps, at the end, and on SIGTERM / SIGINT: a checkpoint folder, written under a
-   temporary name; `latest` names it once complete. `--resume` continues from it bit for bit (with
-   the same number of processes).
+   temporary name; `latest` names it once complete. `--resume` continues from it bit for bit (on
+   CPUs, with the same number of processes; GPU kernels such as attention's backward are not all
+   deterministic, so there the state is restored exactly and the arithmetic after it may differ).
 6. Logging, on rank 0: a tqdm bar, metrics.jsonl (and TensorBoard / W&B when asked), loss.png at the end.
 7. The loop: run_steps() repeats 3 until max_steps or a stop signal, doing 4, 5 and 6 when they are due.
 
@@ -115,9 +116,10 @@ class TrainConfig:
 
 
 POSITIVE = "lr batch_size grad_accum max_steps context eval_interval eval_tokens log_interval save_interval"
-# a negative grad_clip would flip the gradients; a negative seed is refused by torch deep in the loop
+# a negative grad_clip would flip the gradients; a negative seed is refused by numpy (the loader's
+# shuffle) deep in the loop
 NON_NEGATIVE = "min_lr warmup_steps weight_decay grad_clip keytoken_alpha keep_last seed"
-# the names of the book's training script and of the HF Trainer, for readers porting a config
+# the names of the book's training script, the HF Trainer, GPT2Config and nanoGPT, for readers porting one
 BOOK_NAMES = {
     "learning_rate": "lr",
     "seq_length": "context",
@@ -210,11 +212,13 @@ def with_named_size(cfg) -> TrainConfig:
 
 
 def config_path(arg) -> Path:
+    """A .py file, or one of ours: `tiny`, `configs/xl.py` and the habit `config/xl.py` name configs/xl.py
+    from any folder. Any other missing path is an error, not silently another file of the same name."""
     path = Path(arg)
     if path.suffix == ".py" and path.is_file():
         return path.resolve()
-    candidate = ROOT / "configs" / f"{path.stem}.py"  # `tiny`, `configs/xl.py` and the habit `config/xl.py`
-    if candidate.is_file():
+    candidate = ROOT / "configs" / f"{path.stem}.py"
+    if (len(path.parts) == 1 or path.parent.name in ("config", "configs")) and candidate.is_file():
         return candidate
     names = ", ".join(sorted(p.stem for p in (ROOT / "configs").glob("*.py")))
     raise ValueError(f"config {arg!r} not found; use one of {names} or the path of a .py file")
@@ -259,11 +263,13 @@ def keep_freed_memory():
     their gradient: 64 MiB each for 512 tokens x 32,768) come back as fresh pages that fault in 4 KiB at a
     time: ~90,000 page faults and a quarter of a CPU step of the small model in bench/model.py. PyTorch's
     performance tuning guide suggests jemalloc or tcmalloc for this; two mallopt calls (no mmap, trim
-    only past 1 GiB) give the same reuse with glibc alone. Elsewhere (macOS, musl) nothing happens.
+    only past 1 GiB) give the same reuse with glibc alone. Elsewhere (macOS, musl, Windows) nothing happens.
     Called once a run is known to compute on the CPU; on a GPU node the host memory a checkpoint passes
     through is better returned.
     """
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if sys.platform != "linux":  # glibc is Linux's; and on Windows ctypes.CDLL(None) raises
+        return
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # None under musl
     if mallopt is not None:
         M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # from glibc's malloc.h
         mallopt(M_MMAP_MAX, 0)
@@ -396,8 +402,9 @@ class Run:
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
 
 
-def optimizer_step(run, stop_here) -> tuple[float, float, bool]:
-    """One update from grad_accum micro-batches; returns (mean loss over all ranks, grad norm, stop?)."""
+def optimizer_step(run, caught=()) -> tuple[float, float, bool]:
+    """One update from grad_accum micro-batches; returns (mean loss over all ranks, grad norm, stop?).
+    `caught` holds the stop signals received so far (catch_stop_signals), read when the ranks vote."""
     cfg = run.cfg
     for group in run.optimizer.param_groups:
         group["lr"] = learning_rate(run.step, cfg)
@@ -417,8 +424,9 @@ def optimizer_step(run, stop_here) -> tuple[float, float, bool]:
         loss_sum += loss.detach()
     run.scaler.unscale_(run.optimizer)  # true gradients before measuring the norm
     norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip or float("inf")).item()
-    # The loss and the stop request travel in one all-reduce, so every rank agrees on what happens next.
-    shared = torch.stack([loss_sum / cfg.grad_accum, torch.tensor(float(stop_here), device=run.device)])
+    # The loss and the stop request travel in one all-reduce, so every rank agrees on what happens next;
+    # read now, not when the step began, so a signal that came during this step stops after it.
+    shared = torch.stack([loss_sum / cfg.grad_accum, torch.tensor(float(bool(caught)), device=run.device)])
     if run.world > 1:
         dist.all_reduce(shared)
     loss, stops = shared.tolist()
@@ -435,7 +443,7 @@ def optimizer_step(run, stop_here) -> tuple[float, float, bool]:
     if finite:
         run.scaler.step(run.optimizer)
     run.scaler.update()  # after a skip too: it clears unscale_'s mark, or the next unscale_ raises
-    run.skipped += not finite
+    run.skipped += not (math.isfinite(loss) and math.isfinite(norm))  # GradScaler's own skips included
     run.optimizer.zero_grad(set_to_none=True)
     run.step += 1
     return loss, norm, stops > 0
@@ -516,10 +524,10 @@ def save_checkpoint(run):
         state = dict(step=run.step, tokens=run.tokens, skipped=run.skipped, world_size=run.world, rng=rngs)
         state |= {name: getattr(run, name).state_dict() for name in ("optimizer", "scaler", "loader")}
         torch.save(state, tmp / "train_state.pt")
-        shutil.rmtree(final, ignore_errors=True)  # a leftover of a crashed run that never reached `latest`
+        shutil.rmtree(final, ignore_errors=True)  # this step's, which `latest` no longer names (rolled back)
         os.replace(tmp, final)
         write_atomic(out / "latest", final.name + "\n")
-        if run.cfg.keep_last > 0:  # names sort by step; newer ones are another run's, left alone
+        if run.cfg.keep_last > 0:  # names sort by step; newer ones, left by rolling `latest` back, are kept
             done = sorted(p for p in out.glob("ckpt-*[0-9]") if p.name <= final.name)
             for old in done[: -run.cfg.keep_last]:
                 shutil.rmtree(old)
@@ -553,8 +561,11 @@ def load_checkpoint(run, folder):
         if name != "scaler" or state["scaler"]:  # saved without fp16, it is empty: an fp16 resume starts anew
             getattr(run, name).load_state_dict(state[name])
     run.step, run.skipped = state["step"], state["skipped"]
+    saved_cfg = json.loads((folder / "train_config.json").read_text())
+    if run.rank == 0:
+        note_schedule_change(run.cfg, saved_cfg, run.step)
     if state["world_size"] == run.world:  # same processes: each continues its own random stream
-        seed = json.loads((folder / "train_config.json").read_text()).get("seed")
+        seed = saved_cfg.get("seed")
         if seed != run.cfg.seed and run.rank == 0:
             print(f"note: seed={run.cfg.seed} is not used: the run goes on with the random streams saved "
                   f"at step {run.step} (its seed was {seed})")  # fmt: skip
@@ -564,6 +575,21 @@ def load_checkpoint(run, folder):
             torch.cuda.set_rng_state(rng["cuda"].cpu())
     else:
         torch.manual_seed(run.cfg.seed + 1000 * run.step + run.rank)  # new world size: fresh, reproducible
+
+
+SCHEDULE = ("lr", "min_lr", "warmup_steps", "schedule", "max_steps")
+
+
+def note_schedule_change(cfg, saved_cfg, step):
+    """The schedule is a function of these knobs, not a saved state: raising max_steps to train further
+    stretches the decay, and the rate jumps at the resumed step (as in nanoGPT and the HF Trainer)."""
+    changed = [k for k in SCHEDULE if k in saved_cfg and saved_cfg[k] != getattr(cfg, k)]
+    if changed:
+        before = learning_rate(step, replace(cfg, **{k: saved_cfg[k] for k in changed}))
+        what = ", ".join(f"{k} {saved_cfg[k]} -> {getattr(cfg, k)}" for k in changed)
+        now = learning_rate(step, cfg)
+        print(f"note: the schedule changed ({what}): the learning rate at step {step} is {now:.3g}, where "
+              f"the saved run would have used {before:.3g}")  # fmt: skip
 
 
 RUN_FILES = {"config.json", "metrics.jsonl", "loss.png", "tensorboard", "wandb", ".lock"}  # before any save
@@ -576,8 +602,8 @@ def checkpoint_to_resume(cfg) -> Path | None:
         raise ValueError(f"{out}: out_dir is a file, not a folder; choose another --out_dir")
     has_checkpoint = (out / "latest").is_file()
     # Only what a start writes before its first save (or a save cut short) may be replaced by a fresh
-    # start: anything else, a complete ckpt-* folder or another program's files, is refused. (.tmp: rank 0
-    # may be writing config.json through write_atomic while another rank looks.)
+    # start: anything else, a complete ckpt-* folder or another program's files, is refused. (.tmp: what
+    # write_atomic leaves when a crash cuts it short.)
     ours = {name + ".tmp" for name in RUN_FILES} | RUN_FILES
     entries = out.iterdir() if out.is_dir() else []
     others = [p.name for p in entries if p.name not in ours and not p.match("ckpt-*.tmp*")]
@@ -648,7 +674,8 @@ def catch_stop_signals() -> list:
     """SIGTERM (preemption, torchrun shutting down) and SIGINT (Ctrl-C) only raise a flag, so the loop ends
     its step, saves and exits cleanly. A second signal gets the default behaviour, kill, except under
     torchrun: a terminal's Ctrl-C reaches the ranks and torchrun, which then sends the ranks the same
-    signal again, and kills them itself if they are not done within its timeout (30 s)."""
+    signal again, and kills them itself if they are not done within its timeout (30 s, or
+    torchrun's --shutdown-timeout where it has one)."""
     caught, torchrun = [], "TORCHELASTIC_RUN_ID" in os.environ
 
     def handler(signum, frame):
@@ -705,7 +732,6 @@ class RunLog:
 
             self.wandb = wandb.init(project=cfg.wandb_project, config=asdict(cfg), dir=out)
         self.peak, self.flops_per_token = peak_flops(run.device), run.model.flops_per_token()
-        self.restart_clock(run)
 
     def restart_clock(self, run):
         """Throughput counts training only: restart after evaluating or saving, and after each record."""
@@ -769,7 +795,8 @@ def plot_losses(out_dir):
         if points:
             ax.plot(*zip(*points, strict=True), label=label, marker=marker)
     ax.set(xlabel="step", ylabel="loss (nats per token)", title=str(out_dir))
-    ax.legend()
+    if ax.lines:  # a run stopped before its first log has none, and an empty legend warns
+        ax.legend()
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
@@ -778,8 +805,9 @@ def plot_losses(out_dir):
 
 # --- 7. The loop -----------------------------------------------------------------------------------------
 def train(cfg) -> dict:
-    """Train per `cfg`; returns the last evaluation plus step, tokens, skipped, and stopped: the number of
-    the signal that stopped it early, 0 if none."""
+    """Train per `cfg`; returns the last evaluation's val_* figures (from the end, or from an earlier step
+    when a signal stopped the run) with the steps done, tokens, skipped, and stopped: the number of the
+    signal that stopped it early, 0 if none."""
     rank, world, device = setup_distributed(cfg)
     handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:
@@ -889,7 +917,8 @@ def train_on(cfg, rank, world, device) -> dict:
         with agreed(rank, world, device):  # then rank 0 writes: a start that failed leaves nothing behind
             if rank == 0:
                 out.mkdir(parents=True, exist_ok=True)
-                lock = lock or lock_run_folder(out)  # taken above when resuming
+                if not resuming_here:  # else taken above (once: where flock fails, it says so once)
+                    lock = lock_run_folder(out)
                 start_run_folder(run)
             log = RunLog(run)  # rank 0 opens metrics.jsonl, TensorBoard, W&B
         distribute(run)
@@ -913,7 +942,7 @@ def run_steps(run, log, val, bytes_per_token) -> tuple[dict, int]:
     result, stopped = {}, False
     log.restart_clock(run)  # throughput counts training, not set-up
     while run.step < cfg.max_steps and not stopped:
-        loss, norm, stopped = optimizer_step(run, stop_here=bool(caught))
+        loss, norm, stopped = optimizer_step(run, caught)
         stopped = stopped and run.step < cfg.max_steps  # a signal in the last step: it just finishes
         log.bar.update(1)
         at_end = run.step == cfg.max_steps

@@ -75,7 +75,7 @@ def ours(cfg, vocab, batch, device, dtype):
         torch.zeros(0, dtype=torch.long),
         b"",  # no tokenizer: the benchmark never saves
     )
-    return model, lambda: train.optimizer_step(run, stop_here=False)
+    return model, lambda: train.optimizer_step(run)
 
 
 def theirs(cfg, vocab, batch, device, dtype, fused=False, eager=False):

@@ -115,6 +115,15 @@ def test_stream_yields_one_token_per_row_and_seeds_reproduce():
     assert all(t.is_inference() for t in steps) and not again.is_inference()
 
 
+def test_stream_runs_under_autocast():
+    """fp32 weights under bf16 autocast, as transformers' generate allows: the cache takes its dtype."""
+    m, idx = tiny_model(), torch.randint(0, TINY.vocab_size, (2, 5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        first = m(idx)[0][:, -1].argmax(-1)
+        steps = list(m.stream(idx, 14, temperature=0))  # runs past the 16-token window
+    assert len(steps) == 14 and torch.equal(steps[0], first)
+
+
 @pytest.mark.parametrize("name, millions", [("gpt2", "111.0M"), ("gpt2-xl", "1529.6M")])
 def test_parameter_counts_match_the_book(name, millions):
     with torch.device("meta"):  # shapes only: the 1.5B model costs no memory or init time

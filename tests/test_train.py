@@ -148,6 +148,7 @@ def test_config_names_resolve_and_values_parse():
         (["--compile=maybe"], "is not a valid bool"),
         (["--schedule=cosin"], "not one of cosine, linear, constant"),
         (["nosuchconfig"], "config 'nosuchconfig' not found; use one of"),
+        (["my/tiny.py"], "config 'my/tiny.py' not found"),  # a typo, not configs/tiny.py in its place
         (["--grad_clip=-1"], "grad_clip=-1.0 must be zero or positive"),  # would flip every gradient
         (["--beta2=1"], r"beta2=1.0 must be in \[0, 1\)"),
         (["--max_steps", "10"], "--max_steps needs a value: write --max_steps=VALUE"),  # not max_steps=True
@@ -565,20 +566,24 @@ def test_resuming_a_finished_run_says_there_is_nothing_to_do(dataset, tmp_path, 
     assert (
         "seed=5 is not used: the run goes on with the random streams saved at step 2 (its seed was 1)" in out
     )
+    train.train(config(dataset, tmp_path / "run", max_steps=4, resume=True, warmup_steps=0))
+    assert (
+        "note: the schedule changed (warmup_steps 2 -> 0, max_steps 2 -> 4): the learning rate at step 2 is "
+        "0.0015, where the saved run would have used 0" in capsys.readouterr().out
+    )
 
 
-# train.py's own command line, with a SIGTERM arriving, as from a scheduler, right after step 3
-SIGNAL_AFTER_STEP_3 = """
+# train.py's own command line, with a signal arriving, as from a scheduler, while step 3 runs
+SIGNAL_DURING_STEP_3 = """
 import os, signal, sys, train
 signum, again = getattr(signal, sys.argv.pop(1)), sys.argv.pop(1) == "again"
 step = train.optimizer_step
-def step_then_signal(run, stop_here):
-    if run.step == 3 and again:  # the same signal once more as step 4 starts, as torchrun passes Ctrl-C on
+def step_then_signal(run, caught):
+    if run.step == 2:
         os.kill(os.getpid(), signum)
-    result = step(run, stop_here)
-    if run.step == 3:
-        os.kill(os.getpid(), signum)
-    return result
+        if again:  # the same signal once more, as torchrun passes a terminal's Ctrl-C on
+            os.kill(os.getpid(), signum)
+    return step(run, caught)
 train.optimizer_step = step_then_signal
 train.main()
 """
@@ -587,11 +592,11 @@ train.main()
 def test_ctrl_c_under_torchrun_still_saves(dataset, tmp_path):
     """A terminal's Ctrl-C reaches each rank, then torchrun sends it again: that second one must not kill."""
     cfg = config(dataset, tmp_path / "run", max_steps=8)
-    cmd = [sys.executable, "-c", SIGNAL_AFTER_STEP_3, "SIGINT", "again", *cli(cfg)]
+    cmd = [sys.executable, "-c", SIGNAL_DURING_STEP_3, "SIGINT", "again", *cli(cfg)]
     env = ENV | {"TORCHELASTIC_RUN_ID": "test"}  # as torchrun sets it for its ranks
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == -signal.SIGINT, result.stderr[-2000:]
-    assert (tmp_path / "run" / "latest").read_text().strip() == "ckpt-0000004"
+    assert (tmp_path / "run" / "latest").read_text().strip() == "ckpt-0000003"
     cmd[-len(cli(cfg)) :] = cli(dataclasses.replace(cfg, out_dir=str(tmp_path / "plain")))
     result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     # outside torchrun a second Ctrl-C kills at once, as users expect: nothing is saved
@@ -599,13 +604,13 @@ def test_ctrl_c_under_torchrun_still_saves(dataset, tmp_path):
 
 
 def test_sigterm_saves_and_resume_matches_uninterrupted(dataset, tmp_path):
-    """The signal is noted during step 3; step 4 is the last, saved before a clean exit."""
+    """The signal comes during step 3, which is the last: saved before a clean exit, not a step later."""
     cfg = config(dataset, tmp_path / "killed", max_steps=8)
-    cmd = [sys.executable, "-c", SIGNAL_AFTER_STEP_3, "SIGTERM", "once", *cli(cfg)]
+    cmd = [sys.executable, "-c", SIGNAL_DURING_STEP_3, "SIGTERM", "once", *cli(cfg)]
     result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == -signal.SIGTERM, result.stderr[-2000:]  # died of it: not a finished run
-    assert "stopped by a signal at step 4" in result.stdout
-    assert (tmp_path / "killed" / "latest").read_text().strip() == "ckpt-0000004"
+    assert "stopped by a signal at step 3" in result.stdout
+    assert (tmp_path / "killed" / "latest").read_text().strip() == "ckpt-0000003"
     train.train(dataclasses.replace(cfg, resume=True))
     train.train(config(dataset, tmp_path / "whole", max_steps=8))
     assert logged(tmp_path / "killed") == logged(tmp_path / "whole")
@@ -618,9 +623,9 @@ def test_checkpoints_keep_the_tokenizer_the_run_started_with(dataset, tmp_path, 
     started_with = (data_dir / "tokenizer.bpe").read_bytes()
     step = train.optimizer_step
 
-    def step_then_rebuild(run, stop_here):  # the dataset is rebuilt, with another tokenizer, mid-run
+    def step_then_rebuild(run, caught):  # the dataset is rebuilt, with another tokenizer, mid-run
         (data_dir / "tokenizer.bpe").write_text("{}")
-        return step(run, stop_here)
+        return step(run, caught)
 
     monkeypatch.setattr(train, "optimizer_step", step_then_rebuild)
     train.train(config(data_dir, tmp_path / "run", max_steps=2))
@@ -639,8 +644,8 @@ def test_an_error_mid_run_is_the_last_line(dataset, tmp_path):
 def test_a_signal_noted_during_the_last_step_lets_the_run_finish(dataset, tmp_path, monkeypatch):
     step = train.optimizer_step
 
-    def step_then_signal(run, stop_here):  # noted in step 2, acted on as step 3, the last, ends
-        result = step(run, stop_here)
+    def step_then_signal(run, caught):  # comes after step 2, acted on as step 3, the last, ends
+        result = step(run, caught)
         if run.step == 2:
             os.kill(os.getpid(), signal.SIGTERM)
         return result
@@ -663,6 +668,14 @@ def test_nonfinite_loss_stops_or_is_skipped(dataset, tmp_path, dtype):
     knobs = dict(lr=1e30, warmup_steps=0, skip_nonfinite=True, dtype=dtype)
     result = train.train(config(dataset, tmp_path / "skip", **knobs))
     assert result["skipped"] >= 1 and result["step"] == 6
+
+
+def test_steps_fp16s_grad_scaler_skips_are_counted(dataset, tmp_path, monkeypatch):
+    # A loss scale of 2**40 overflows fp16's gradients: GradScaler skips each step and halves the scale.
+    scaler = torch.amp.GradScaler
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda *a, **k: scaler(*a, **k, init_scale=2.0**40))
+    result = train.train(config(dataset, tmp_path / "run", dtype="float16"))
+    assert result["skipped"] == 6 and all(math.isfinite(loss) for loss in logged(tmp_path / "run").values())
 
 
 def test_gradient_clipping_scales_the_update_not_the_logged_norm(dataset, tmp_path):
