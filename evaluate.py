@@ -5,8 +5,9 @@ scored by running their programs against unit tests (HumanEval, Chen et al. 2021
 
 How completions flow to scores:
     HumanEval-format problems (JSON Lines: task_id, prompt, entry_point, test, canonical_solution)
-    --> sample.complete: n completions per prompt, one batch on the key/value cache, each cut at the
-        first top-level block (CodeParrot's stops \\nclass \\ndef \\n# \\n@ \\nprint \\nif) or <|endoftext|>
+    --> sample.complete: n completions per prompt, fed as CodeParrot's harness feeds it (<|endoftext|>,
+        then the prompt stripped), one batch on the key/value cache, each cut at the first top-level
+        block (CodeParrot's stops \\nclass \\ndef \\n# \\n@ \\nprint \\nif) or <|endoftext|>
     --> program = prompt + completion + test + check(entry_point) + print(random sentinel)
     --> each program in its own `python -I -S` subprocess: fresh temporary directory, wall-clock timeout,
         memory / CPU / file-size / process limits, its own session so the whole group is killed afterwards
@@ -56,7 +57,8 @@ MEMORY = 1 << 30
 CODEPARROT = {"CodeParrot 1.5B": {1: 3.99, 10: 8.69, 100: 17.88}}
 
 # Runs in the sandboxed interpreter: `python -I -S -c BOOT cpu_seconds memory_bytes`, program on stdin.
-# The program never touches the disk, so it cannot read its own sentinel back from a file. -I ignores
+# The sentinel catches accidents; a program that searched its own code (or __main__.source) for it could
+# print it, which is one more reason this is no sandbox against an adversary (see below). -I ignores
 # PYTHON* variables and the user's site; -S skips site-packages (HumanEval needs only the standard
 # library), which also makes the interpreter start several times faster.
 BOOT = r"""
@@ -210,15 +212,21 @@ def score(problems: list[dict], outcomes: list[list[str]], ks: list[int]) -> tup
 # ---------------------------------------------------------------------------------------------- humaneval
 def generate_completions(model, tok, problems, n, batch_size, seed, **sampling):
     """n completions per problem, each cut at the first top-level block (sample.first_block splits on
-    CodeParrot's stop sequences); a seed per batch keeps the whole run reproducible."""
+    CodeParrot's stop sequences); a seed per batch keeps the whole run reproducible.
+
+    The prompt is fed as CodeParrot's harness feeds it: after <|endoftext|>, as a file starts in training,
+    and stripped ("without strip, the model generate commented codes": a prompt ending in a bare newline
+    splits the newline-and-indent token that starts an indented line everywhere in training). The newline
+    strip took off is taken off the completion's start again, so prompt + completion is the program."""
     completions, batch = [], 0
     for problem in tqdm(problems, desc="generate", unit="problem"):
+        prompt = problem["prompt"].strip()
+        tail = problem["prompt"][len(problem["prompt"].rstrip()) :]
         texts = []
         for start in range(0, n, batch_size):
             size = min(batch_size, n - start)
-            texts += complete(
-                model, tok, problem["prompt"], size, seed=seed + batch, stop_at_first_block=True, **sampling
-            )
+            settings = dict(seed=seed + batch, stop_at_first_block=True, start_of_file=True, **sampling)
+            texts += [text.removeprefix(tail) for text in complete(model, tok, prompt, size, **settings)]
             batch += 1
         completions.append(texts)
     return completions
@@ -266,6 +274,8 @@ def humaneval(args):
     ks = check_humaneval_args(args)
     problems_file = str(args.problems or default_problems_path())
     problems = load_problems(problems_file)[: args.limit]
+    # The checkpoint evaluated, named in the results even if its run saves a newer one meanwhile.
+    args.checkpoint = str(latest_checkpoint(args.checkpoint))
     model, tok = load_model_from_args(args)
     sampling = dict(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
     completions = generate_completions(model, tok, problems, args.n, args.batch_size, args.seed, **sampling)
@@ -279,7 +289,7 @@ def humaneval(args):
     settings = {k: v for k, v in vars(args).items() if k not in ("func", "problems")}
     totals = {"kind": "totals", **settings, "problems_file": problems_file, "problems": len(problems)}
     write_jsonl(args.out, [*records, *rows, {**totals, **means}])
-    print_summary(str(latest_checkpoint(args.checkpoint)), means, ks, args.n)
+    print_summary(args.checkpoint, means, ks, args.n)
     print(f"every completion and its outcome: {args.out}")
 
 

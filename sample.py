@@ -11,7 +11,7 @@ How a prompt becomes text:
 The functions to call from Python (evaluate.py and bench/sample.py do; the demo runs the command line):
     load_model(checkpoint, tokenizer=None, device="cpu", dtype="float32") -> (GPT, Tokenizer)
     complete(model, tokenizer, prompt, n=1, max_new_tokens=64, temperature=0.4, top_k=None, top_p=0.95,
-             seed=1, stop_at_first_block=False) -> list[str]     # n completions, prompt not included
+             seed=1, stop_at_first_block=False, start_of_file=False) -> list[str]  # n completions, no prompt
     completion_steps(...same arguments as complete...) -> Iterator[list[str]]   # new text per sample per step
     first_block(text) -> str                                        # the completion up to the next block
 evaluate.py also shares the command line's model flags: add_model_args, load_model_from_args, check_seed.
@@ -39,9 +39,9 @@ from train import keep_freed_memory, latest_checkpoint
 DEFAULT_RUN = "out/tiny"  # where demo.sh / `python train.py tiny` write the main job's model
 RULE = "\n" + "=" * 80 + "\n"  # the book's separator between completions
 
-# The book's regex has typos ('n#', '\n\n@', no closing parenthesis); what it means is: a new top-level
-# class, def, comment, decorator, print or if at the start of a line ends the first block. \b keeps
-# names such as `ifs = 1` or `printer()` from cutting.
+# The book's regex has typos ('n#'; '\n\n' before @, print and if; no closing parenthesis); what it means
+# is: a new top-level class, def, comment, decorator, print or if at the start of a line ends the first
+# block. \b keeps names such as `ifs = 1` or `printer()` from cutting (CodeParrot's harness cuts them).
 BLOCK_START = re.compile(r"\n(?=(?:class|def|print|if)\b|#|@)")
 
 
@@ -145,8 +145,9 @@ def check_settings(prompt, n, max_new_tokens, temperature, top_k, top_p, seed):
     check_seed(seed)
 
 
-def encode_prompt(model, tokenizer, prompt) -> list[int]:
-    ids = tokenizer.encode(prompt)
+def encode_prompt(model, tokenizer, prompt, start_of_file=False) -> list[int]:
+    """The prompt's ids; start_of_file puts <|endoftext|> first, which precedes every training document."""
+    ids = [tokenizer.eot_token] * start_of_file + tokenizer.encode(prompt)
     context = model.config.context
     if len(ids) > context:
         print(
@@ -170,11 +171,12 @@ def visible_text(text: str, ended: bool, stop_at_first_block: bool) -> tuple[str
 
 @torch.inference_mode()
 def completion_steps(model, tokenizer, prompt, n=1, max_new_tokens=64, temperature=0.4, top_k=None,
-                     top_p=0.95, seed=1, stop_at_first_block=False) -> Iterator[list[str]]:  # fmt: skip
+                     top_p=0.95, seed=1, stop_at_first_block=False,
+                     start_of_file=False) -> Iterator[list[str]]:  # fmt: skip
     """After every decoding step, yield the new text of each of the n samples ('' when nothing new)."""
     check_settings(prompt, n, max_new_tokens, temperature, top_k, top_p, seed)
     device = next(model.parameters()).device
-    idx = torch.tensor([encode_prompt(model, tokenizer, prompt)] * n, dtype=torch.long, device=device)
+    idx = torch.tensor([encode_prompt(model, tokenizer, prompt, start_of_file)] * n, device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
     # A token can end mid-character (byte-level BPE); the incremental decoder keeps the partial bytes.
     decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(n)]
@@ -198,10 +200,10 @@ def completion_steps(model, tokenizer, prompt, n=1, max_new_tokens=64, temperatu
 
 
 def complete(model, tokenizer, prompt, n=1, max_new_tokens=64, temperature=0.4, top_k=None, top_p=0.95,
-             seed=1, stop_at_first_block=False) -> list[str]:  # fmt: skip
+             seed=1, stop_at_first_block=False, start_of_file=False) -> list[str]:  # fmt: skip
     """The n completions of `prompt` (without it), sampled together as one batch; same seed, same text."""
     steps = completion_steps(model, tokenizer, prompt, n, max_new_tokens, temperature, top_k, top_p, seed,
-                             stop_at_first_block)  # fmt: skip
+                             stop_at_first_block, start_of_file)  # fmt: skip
     return ["".join(pieces) for pieces in zip(*steps, strict=True)]  # per step -> per sample
 
 

@@ -262,14 +262,20 @@ def test_humaneval_cli_end_to_end(world, tmp_path):
     assert set(records[-1]) >= {"pass@1", "pass@2", "temperature", "checkpoint"}
     assert records[-1]["problems"] == 2 and records[-1]["problems_file"] == str(MINI)
     assert "pass@10" not in records[-1]
+    # the checkpoint folder evaluated, not the run folder, whose `latest` may move on while this runs
+    assert records[-1]["checkpoint"] == str(train.latest_checkpoint(world["run"]))
 
 
 def test_generated_completions_are_cut_at_the_next_top_level_block(world):
     # A model that writes the right body, then a top-level line that fails: only the cut program passes.
     tok, problems = world["tok"], evaluate.load_problems(MINI)[:1]  # add(a, b)
-    text = "    return a + b\n\nprint(undefined_name)\n"
+    text = "\n    return a + b\n\nprint(undefined_name)\n"
     model = Scripted([byte_tokens(tok, text)] * 2, tok.vocab_size)
     completions = evaluate.generate_completions(model, tok, problems, 2, 2, 0, max_new_tokens=99)
+    # fed as CodeParrot's harness feeds it: <|endoftext|>, then the prompt without its final newline,
+    # which is taken off the completion again
+    assert problems[0]["prompt"].endswith('"""\n')
+    assert model.prompts == [[tok.eot_token] + tok.encode(problems[0]["prompt"].strip())] * 2
     assert completions == [["    return a + b"] * 2]
     assert evaluate.check_completions(problems, completions, timeout=10) == [["passed"] * 2]
     assert evaluate.check_completions(problems, [[text]], timeout=10)[0][0].startswith("failed")

@@ -147,7 +147,7 @@ def test_first_block_on_the_books_examples(completion, block):
 
 
 class Scripted(torch.nn.Module):
-    """Stands in for GPT: plays back fixed tokens for each sample and counts the steps taken."""
+    """Stands in for GPT: plays back fixed tokens for each sample, keeps the prompt ids, counts steps."""
 
     def __init__(self, rows, vocab_size):
         super().__init__()
@@ -156,6 +156,7 @@ class Scripted(torch.nn.Module):
         self.steps, self.columns = 0, list(zip(*rows, strict=True))
 
     def stream(self, idx, max_new_tokens, **_):
+        self.prompts = idx.tolist()
         for column in self.columns[:max_new_tokens]:
             self.steps += 1
             yield torch.tensor(column)
