@@ -312,7 +312,8 @@ def dataset_batches(data_dir, model, tok, batch_size, max_tokens, device):
 
 
 def file_batches(paths, model, tok, batch_size, max_tokens, device):
-    """Batches of raw files read as data.py reads them (each document after an <|endoftext|>), how many,
+    """Batches of raw files, read by data.py's reader and each after an <|endoftext|> as in its shards
+    (but not cleaned, deduplicated or split: every file given is scored), how many,
     and bytes per token from the raw UTF-8 bytes: what lets models with different tokenizers compare."""
     stream, nbytes = [], 0
     for text in read_texts(paths):
@@ -369,7 +370,7 @@ def perplexity(args):
     settings = (model, tok, args.batch_size, args.max_tokens, args.device)
     if dataset:  # a dataset of data.py's
         batches, total, bytes_per_token = dataset_batches(args.data[0], *settings)
-    else:  # raw source files, read as data.py reads them
+    else:  # raw source files, every one of them scored
         batches, total, bytes_per_token = file_batches(args.data, *settings)
     loss_sum, count = summed_loss(model, tqdm(batches, total=total, desc="evaluate", unit="batch")).tolist()
     if not count:
