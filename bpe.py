@@ -539,7 +539,8 @@ def die_of(signum):
     os.kill(os.getpid(), signum)
 
 
-SNIPPET = 'def say_hello(self, name):\n        """Greet."""\n        print(f"Hello, {name}!")  # 42\n'
+# The book's example, so that our tokens can be set beside its GPT-2 and CodeParrot tokenizations.
+SNIPPET = 'def say_hello():\n    print("Hello, World!")\n\n# Print it\nsay_hello()\n'
 
 
 def report(path, texts, source, compare=None):
