@@ -100,6 +100,9 @@ class Options:
     max_line: int = 1000
     min_alnum: float = 0.25
     dedup: bool = True
+    # <|endoftext|> before each document; off, documents run together, as the BookCorpus blog post joins
+    # its rows (sentences: an eot before each would be 7% of the tokens, and each a "new file")
+    eot_between: bool = True
     valid_share: float = 0.05
     tokenizer: str = ""  # a file, an HF vocab.json + merges.txt folder or a tiktoken name; empty: train one
     vocab_size: int = 8192  # demo.sh passes 4,096 for its tiny model; the book's 32,768 is for codeparrot
@@ -278,6 +281,8 @@ def claim_out_dir(out_dir, recipe, overwrite):
         old = json.loads(meta_path.read_text()) if meta_path.exists() else None
     except ValueError:
         old = {}  # an unreadable meta.json: some other dataset, never silently reused
+    if old and isinstance(old.get("options"), dict):  # an option added since: it was its default then
+        old["options"] = asdict(Options()) | old["options"]
     if not overwrite and old is not None and {k: old.get(k) for k in recipe} == recipe:
         return old
     if overwrite:  # only our own files: --out may hold other things
@@ -352,9 +357,9 @@ def write_shards(out_dir, sources, opts, flags, tok, progress):
             batch.append((w, doc, text))
             batch_bytes += size
         if batch_bytes > 8e6:  # ~8 MB per encode_batch: enough to keep every core busy, bounded memory
-            encode_into_writers(batch, tok)
+            encode_into_writers(batch, tok, opts.eot_between)
             batch, batch_bytes = [], 0
-    encode_into_writers(batch, tok)
+    encode_into_writers(batch, tok, opts.eot_between)
     bar.close()
     for w in writers.values():
         w.flush((docs[w.split], 0))
@@ -363,10 +368,10 @@ def write_shards(out_dir, sources, opts, flags, tok, progress):
     return {s: [w.path(i).name for i in range(w.index)] for s, w in writers.items()}, docs, nbytes
 
 
-def encode_into_writers(batch, tok):
-    ids = tok.encode_batch([text for _, _, text in batch])
+def encode_into_writers(batch, tok, eot_between=True):
+    ids, eot = tok.encode_batch([text for _, _, text in batch]), [tok.eot_token] * eot_between
     for (w, doc, _), doc_ids in zip(batch, ids, strict=True):
-        w.add(doc, np.array([tok.eot_token, *doc_ids], dtype=np.uint16))
+        w.add(doc, np.array([*eot, *doc_ids], dtype=np.uint16))
 
 
 def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options):

@@ -313,6 +313,23 @@ def test_prepare_end_to_end_resume_and_refusals(tmp_path, capsys):
         data.prepare(out, sources, **kw)
 
 
+def test_documents_run_together_without_eot_between(tmp_path, capsys):
+    sources, kw = write_corpus(tmp_path / "src"), {"min_size": 0, "vocab_size": 300, "progress": False}
+    joined = data.prepare(tmp_path / "joined", sources, eot_between=False, **kw)
+    tok = data.bpe.Tokenizer.load(tmp_path / "joined" / "tokenizer.bpe")
+    stream = data.TokenStream(tmp_path / "joined", "train")
+    assert tok.eot_token not in stream.windows([0], stream.n_tokens)[0].tolist()
+    separated = data.prepare(tmp_path / "separated", sources, **kw)  # the same documents, one eot each
+    assert separated["tokens"]["train"] == joined["tokens"]["train"] + joined["docs"]["train"]
+    # a dataset made before the option existed was made with its default, and is reused
+    meta = json.loads((tmp_path / "separated" / "meta.json").read_text())
+    del meta["options"]["eot_between"]
+    (tmp_path / "separated" / "meta.json").write_text(json.dumps(meta))
+    capsys.readouterr()
+    data.prepare(tmp_path / "separated", sources, **kw)
+    assert "reusing" in capsys.readouterr().out
+
+
 def test_prepare_with_given_tokenizer_and_keywords(tmp_path, capsys):
     sources = write_corpus(tmp_path / "src")
     first = data.prepare(tmp_path / "a", sources, min_size=0, vocab_size=300, progress=False)
