@@ -269,31 +269,40 @@ def make_recipe(sources, options):
     return opts, sources, json.loads(json.dumps(recipe))  # tuples become lists, as meta.json gives them back
 
 
+def dataset_files(out_dir) -> list[Path]:
+    patterns = ("meta.json*", "tokenizer.bpe*", "train_??????.bin*", "valid_??????.bin*")
+    return [p for pattern in patterns for p in out_dir.glob(pattern)]
+
+
 def claim_out_dir(out_dir, recipe, overwrite):
-    """The meta of a dataset with this recipe already in DIR, to reuse or finish; else None, once DIR is
-    free for a new one: our files cleared with --overwrite, and a DIR holding another dataset refused."""
+    """The meta of a dataset with this recipe already in DIR, to reuse or finish; else None, once DIR may
+    take a new one: another dataset is refused, or with --overwrite replaced later (prepare clears it only
+    once the new inputs have been read, so a mistake in them costs nothing)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir}: is a file; a dataset is a directory")
     meta_path = out_dir / "meta.json"
-    patterns = ("meta.json*", "tokenizer.bpe*", "train_??????.bin*", "valid_??????.bin*")
-    ours = [p for pattern in patterns for p in out_dir.glob(pattern)]
+    ours = dataset_files(out_dir)
+    # meta.json is written first of all: without it, a tokenizer.bpe is someone else's (a checkpoint's)
+    if not meta_path.exists() and (foreign := [p.name for p in ours if not p.name.startswith("meta.json")]):
+        raise ValueError(f"--out {out_dir}: holds {foreign[0]} but no meta.json, so it is no dataset of "
+                         "data.py's; use another --out")  # fmt: skip
     try:
         old = json.loads(meta_path.read_text()) if meta_path.exists() else None
     except ValueError:
         old = {}  # an unreadable meta.json: some other dataset, never silently reused
+    old = old if old is None or isinstance(old, dict) else {}  # JSON, but no meta.json of ours
     if old and isinstance(old.get("options"), dict):  # an option added since: it was its default then
         old["options"] = asdict(Options()) | old["options"]
     if not overwrite and old is not None and {k: old.get(k) for k in recipe} == recipe:
         return old
-    if overwrite:  # only our own files: --out may hold other things
-        for p in ours:
-            p.unlink()
-    elif ours and old and old.get("complete") is False:  # e.g. a --vocab-size needing more merges
+    if overwrite:
+        return None
+    if ours and old and old.get("complete") is False:  # e.g. a --vocab-size needing more merges
         raise ValueError(
             f"{out_dir} holds an unfinished prepare made with other sources or options; "
             "pass --overwrite to discard it, or use another --out"
         )
-    elif ours:
+    if ours:
         raise ValueError(
             f"{out_dir} holds a dataset made with other sources or options; "
             "use another --out or pass --overwrite to replace it"
@@ -393,6 +402,9 @@ def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options)
         print(f"keyword filter kept {1 - stats['dropped_keywords'] / stats['seen']:.2%} of documents")
     if not stats["kept"]:
         raise ValueError(f"the filters dropped all {stats['seen']} documents ({dict(stats)}); relax them")
+    if overwrite:  # only our own files: --out may hold other things
+        for p in dataset_files(out_dir):
+            p.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "meta.json", {**recipe, "complete": False})
     tok = install_tokenizer(out_dir, opts, given, sample, progress)

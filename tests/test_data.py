@@ -297,6 +297,18 @@ def test_prepare_end_to_end_resume_and_refusals(tmp_path, capsys):
     with pytest.raises(ValueError, match="other sources or options; use another --out or pass --overwrite"):
         data.prepare(out, sources, **{**kw, "valid_share": 0.5})
     assert data.load_meta(out) == meta  # nothing lost
+    for mistake in ({"min_size": 1 << 30}, {"tokenizer": str(tmp_path / "src" / "pkg" / "notes.txt")}):
+        with pytest.raises(ValueError):  # --overwrite with bad inputs: refused before anything is deleted
+            data.prepare(out, sources, overwrite=True, **{**kw, **mistake})
+    with pytest.raises(ValueError, match="no such file"):
+        data.prepare(out, [tmp_path / "nowhere"], overwrite=True, **kw)
+    assert data.load_meta(out) == meta and {p.name: p.read_bytes() for p in out.glob("*.bin")} == first
+    checkpoint = tmp_path / "ckpt"  # a train.py checkpoint holds a tokenizer.bpe, and no meta.json
+    checkpoint.mkdir()
+    (checkpoint / "tokenizer.bpe").write_text("the run's")
+    with pytest.raises(ValueError, match="holds tokenizer.bpe but no meta.json, so it is no dataset"):
+        data.prepare(checkpoint, sources, overwrite=True, **kw)
+    assert (checkpoint / "tokenizer.bpe").read_text() == "the run's"
     (out / "notes.txt").write_text("not ours")
     other = data.prepare(out, sources, overwrite=True, **{**kw, "valid_share": 0.5})
     assert other["options"]["valid_share"] == 0.5 and other["docs"]["valid"] > meta["docs"]["valid"]
