@@ -23,6 +23,7 @@ are letters to the first only, so text holding them may split, hence encode, dif
 
 import argparse
 import base64
+import errno
 import gzip
 import heapq
 import json
@@ -509,20 +510,28 @@ def write_atomic(path, data: str | bytes):
 
 def check_out_file(flag, path):
     """Refuse, before the work, an output file write_atomic cannot write, naming it as the user typed it."""
-    if not Path(path).resolve().parent.is_dir():
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
         raise ValueError(f"{flag} {path}: its directory does not exist; create it first")
     if Path(path).is_dir():
         raise ValueError(f"{flag} {path}: is a directory; give a file name")
+    if not os.access(folder, os.W_OK):  # else found out only after the work, writing `<path>.tmp`
+        raise ValueError(f"{flag} {path}: its directory is not writable; choose another place")
 
 
 # ---------------------------------------------------------------------------------------- command line
 def run_cli(main):
     """Every script's entry point (bpe, data, train, sample, evaluate): a user's mistake, raised as a
     ValueError or OSError, ends in one line and exit 2; Ctrl-C in one line, and then as Ctrl-C ends a
-    program (die_of)."""
+    program (die_of); output piped into a reader that stops early (`| head`) ends quietly, as in `cat`."""
     try:
         main()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the last flush has nowhere to go
+        die_of(signal.SIGPIPE)
     except (ValueError, OSError) as e:
+        if getattr(e, "errno", None) == errno.ENOSPC:  # torch, numpy and file writes name no file
+            e = f"{e}: free some space, then run the command again (train.py: with --resume)"
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
@@ -605,8 +614,8 @@ def main(argv=None):
         tok.save(args.out)
         print(f"wrote {args.out}: vocab_size {tok.vocab_size}; read {_describe(stats)}")
     elif args.command == "report":
-        if args.max_mb <= 0:
-            raise ValueError(f"--max-mb {args.max_mb}: need > 0")
+        if not 0 < args.max_mb < math.inf:  # written so that nan fails too
+            raise ValueError(f"--max-mb {args.max_mb}: need a number above 0")
         stats = Counter()
         texts = first_mb(read_texts(args.input, stats=stats), args.max_mb)
         if not any(texts):

@@ -21,11 +21,12 @@ import argparse
 import hashlib
 import heapq
 import json
+import math
 import os
 import random
 import sysconfig
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -231,7 +232,10 @@ def install_tokenizer(out_dir, opts, given, sample, progress):
     elif given is not None:
         given.save(target)
     elif not sample:
-        raise ValueError("no train documents left to train a tokenizer on; relax the filters or add sources")
+        raise ValueError(
+            "no train documents left to train a tokenizer on; relax the filters, lower --valid-share "
+            "or add sources"
+        )
     else:
         bpe.Tokenizer.train(sample, vocab_size=opts.vocab_size, progress=progress).save(target)
     return bpe.Tokenizer.load(target)
@@ -248,6 +252,8 @@ def stdlib_sources(glob):
 def make_recipe(sources, options):
     """Checked options, resolved sources, and the recipe that identifies a dataset (kept in meta.json)."""
     opts = Options(**options)
+    if nan := [f.name for f in fields(opts) if f.type is float and math.isnan(getattr(opts, f.name))]:
+        raise ValueError(f"--{nan[0].replace('_', '-')} nan: give a number")
     if not opts.tokenizer and not 257 <= opts.vocab_size <= 1 << 16:  # 256 bytes + <|endoftext|>; uint16
         raise ValueError(f"--vocab-size {opts.vocab_size}: need 257 (bytes + <|endoftext|>) to 65,536")
     for ok, need in [
@@ -402,6 +408,9 @@ def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options)
         print(f"keyword filter kept {1 - stats['dropped_keywords'] / stats['seen']:.2%} of documents")
     if not stats["kept"]:
         raise ValueError(f"the filters dropped all {stats['seen']} documents ({dict(stats)}); relax them")
+    if 2 not in flags:  # the split goes by content hash: a few documents may all land in train
+        print(f"note: no document fell in the valid split (--valid-share {opts.valid_share}), which "
+              "train.py evaluates on: raise --valid-share or add sources")  # fmt: skip
     if overwrite:  # only our own files: --out may hold other things
         for p in dataset_files(out_dir):
             p.unlink()

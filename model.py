@@ -276,7 +276,8 @@ class GPT(nn.Module):
         if missing:
             raise ValueError(f"{weights_file}: missing {len(missing)} tensors, first {missing[0]!r}")
         wte = state["transformer.wte.weight"]
-        if not torch.equal(state.setdefault("lm_head.weight", wte), wte):
+        head = state.setdefault("lm_head.weight", wte)
+        if head.shape != wte.shape or not torch.allclose(head, wte, rtol=0, atol=0, equal_nan=True):
             raise ValueError(f"{weights_file}: lm_head.weight differs from wte.weight; only tied heads work")
         model.load_state_dict({k: v.float().contiguous() for k, v in state.items()}, assign=True)
         model.lm_head.weight = model.transformer.wte.weight  # assign=True made two Parameters; re-tie
@@ -292,7 +293,7 @@ class GPT(nn.Module):
             else:
                 tensors = load_file(weights_file)
         except Exception as e:  # truncated or foreign bytes make the readers raise all kinds of errors
-            problem = f"{type(e).__name__}: {e}"  # one line, not a Rust or unpickler traceback
+            problem = type(e).__name__ + ": " + str(e).partition("\n")[0]  # not torch's paragraphs of advice
             raise ValueError(f"{weights_file}: not a readable weights file ({problem})") from None
         if not isinstance(tensors, dict):
             raise ValueError(f"{weights_file}: holds a {type(tensors).__name__}, not a state dict")

@@ -62,6 +62,7 @@ if __name__ == "__main__":
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
@@ -180,6 +181,8 @@ def check_values(cfg) -> TrainConfig:
     for f in fields(cfg):  # inf passes the sign checks and then makes every loss NaN
         if f.type is float and not math.isfinite(getattr(cfg, f.name)):
             raise ValueError(f"{f.name}={getattr(cfg, f.name)} must be a finite number")
+    if cfg.min_lr > cfg.lr:  # the "decay" would climb to it
+        raise ValueError(f"min_lr={cfg.min_lr} must be at most lr={cfg.lr}")
     if not 0 <= cfg.beta2 < 1:
         raise ValueError(f"beta2={cfg.beta2} must be in [0, 1)")
     if cfg.seed >= 2**62:  # torch's seeds are 64-bit, and resuming adds 1000 * step + rank to this one
@@ -238,6 +241,8 @@ def parse_value(value, kind, what):
     `10_000` an int, and a config's whole float (`max_steps = tokens / batch`) an int."""
     if isinstance(value, str) and kind is bool and value.lower() in ("true", "false", "1", "0", "yes", "no"):
         return value.lower() in ("true", "1", "yes")
+    if isinstance(value, str) and kind is int and value.replace("_", "").lstrip("-").isdigit():
+        return int(value.replace("_", ""))  # exactly: through a float, a 64-bit seed would be rounded
     if isinstance(value, str) and kind in (int, float):
         try:
             number = float(value.replace("_", ""))
@@ -497,6 +502,9 @@ def latest_checkpoint(path) -> Path:
         return newest
     if (path / "config.json").is_file() and any((path / w).is_file() for w in WEIGHT_FILES):
         return path
+    if saved := sorted(p.name for p in path.glob("ckpt-*[0-9]") if p.is_dir()):
+        raise ValueError(f"{path} has no `latest` file naming its newest checkpoint; write one of "
+                         f"{', '.join(saved)} into it")  # fmt: skip
     if (path / "metrics.jsonl").is_file():
         raise ValueError(f"{path}: a run with no checkpoint yet (before its first save, or stopped there)")
     raise ValueError(
@@ -518,12 +526,13 @@ def save_checkpoint(run):
         tmp = out / (final.name + ".tmp")
         for stale in out.glob("ckpt-*.tmp*"):  # saves a crash cut short (some 18 GB each at 1.5B)
             shutil.rmtree(stale, ignore_errors=True)
-        run.model.save_pretrained(tmp)
-        (tmp / "tokenizer.bpe").write_bytes(run.tokenizer)
-        (tmp / "train_config.json").write_text(config_json(run.cfg))
-        state = dict(step=run.step, tokens=run.tokens, skipped=run.skipped, world_size=run.world, rng=rngs)
-        state |= {name: getattr(run, name).state_dict() for name in ("optimizer", "scaler", "loader")}
-        torch.save(state, tmp / "train_state.pt")
+        try:
+            write_checkpoint(run, tmp, rngs)
+        except (OSError, RuntimeError, SafetensorError) as e:  # torch.save on a full disk: "unexpected pos"
+            shutil.rmtree(tmp, ignore_errors=True)
+            why = str(e).partition("\n")[0]
+            raise OSError(f"{tmp}: could not be written ({why}); is {out} full? The checkpoints before "
+                          "it stand: free some space, then --resume") from None  # fmt: skip
         shutil.rmtree(final, ignore_errors=True)  # this step's, which `latest` no longer names (rolled back)
         os.replace(tmp, final)
         write_atomic(out / "latest", final.name + "\n")
@@ -533,6 +542,15 @@ def save_checkpoint(run):
                 shutil.rmtree(old)
     if run.world > 1:
         dist.barrier()  # nobody runs ahead (or exits) before the checkpoint is complete
+
+
+def write_checkpoint(run, folder, rngs):
+    run.model.save_pretrained(folder)
+    (folder / "tokenizer.bpe").write_bytes(run.tokenizer)
+    (folder / "train_config.json").write_text(config_json(run.cfg))
+    state = dict(step=run.step, tokens=run.tokens, skipped=run.skipped, world_size=run.world, rng=rngs)
+    state |= {name: getattr(run, name).state_dict() for name in ("optimizer", "scaler", "loader")}
+    torch.save(state, folder / "train_state.pt")
 
 
 def load_checkpoint(run, folder):
@@ -553,15 +571,19 @@ def load_checkpoint(run, folder):
     try:
         state = torch.load(folder / "train_state.pt", map_location=run.device, weights_only=True)
     except Exception as e:  # missing, or junk, on which the weights-only unpickler raises all kinds of errors
+        why = type(e).__name__ + ": " + str(e).partition("\n")[0]  # torch's advice runs on for lines
         raise ValueError(
-            f"{folder / 'train_state.pt'}: unreadable ({type(e).__name__}: {e}); "
-            "put an earlier checkpoint's name in `latest`"
+            f"{folder / 'train_state.pt'}: unreadable ({why}); put an earlier checkpoint's name in `latest`"
         ) from None
     for name in ("optimizer", "scaler", "loader"):
         if name != "scaler" or state["scaler"]:  # saved without fp16, it is empty: an fp16 resume starts anew
             getattr(run, name).load_state_dict(state[name])
     run.step, run.skipped = state["step"], state["skipped"]
-    saved_cfg = json.loads((folder / "train_config.json").read_text())
+    try:
+        saved_cfg = json.loads((folder / "train_config.json").read_text())
+    except ValueError as e:
+        raise ValueError(f"{folder / 'train_config.json'}: not valid JSON ({e}); put an earlier "
+                         "checkpoint's name in `latest`") from None  # fmt: skip
     if run.rank == 0:
         note_schedule_change(run.cfg, saved_cfg, run.step)
     if state["world_size"] == run.world:  # same processes: each continues its own random stream

@@ -1,5 +1,6 @@
 """Tests for bpe.py: readers, round trips, reference == tiktoken, HF parity, specials, files, CLI errors."""
 
+import errno
 import gzip
 import json
 import random
@@ -349,10 +350,30 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, args, message):
     assert last.startswith("error: ") and message in last
 
 
+def test_a_full_disk_is_one_line_that_says_what_to_do(capsys):
+    def main():  # a write as numpy or torch makes it: errno 28, and no file named
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(SystemExit) as e:
+        bpe.run_cli(main)
+    assert e.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: [Errno 28] No space left on device: free some space, then run the command again "
+        "(train.py: with --resume)\n"
+    )
+
+
+def test_an_output_in_a_read_only_folder_is_refused_before_the_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(bpe.os, "access", lambda path, mode: False)  # as on a read-only mount (root: chmod)
+    with pytest.raises(ValueError, match="x.bpe: its directory is not writable; choose another place"):
+        bpe.check_out_file("--out", tmp_path / "x.bpe")
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["report", "{t}/t.bpe", "--input", "{t}/src.py", "--max-mb", "0"], "--max-mb 0.0: need > 0"),
+        (["report", "{t}/t.bpe", "--input", "{t}/src.py", "--max-mb", "0"], "--max-mb 0.0: need a number"),
+        (["report", "{t}/t.bpe", "--input", "{t}/src.py", "--max-mb", "nan"], "--max-mb nan: need a number"),
         (["report", "{t}/t.bpe", "--input", "{t}/empty.py"], "--input {t}/empty.py: no text to measure"),
         (["export", "{t}/t.bpe", "--tiktoken", "{t}"], "--tiktoken {t}: is a directory; give a file name"),
         (["export", "{t}/t.bpe", "--tiktoken", "{t}/no/r.tik"], "--tiktoken {t}/no/r.tik: its directory"),

@@ -225,6 +225,11 @@ def test_each_filter():
     assert data.drop_reason("import pandas as pd\n" + good, 1, opts(keywords=("sklearn", "pandas"))) is None
 
 
+def test_nan_options_are_refused(tmp_path):  # NaN passes every threshold and would switch a filter off
+    with pytest.raises(ValueError, match="--min-alnum nan: give a number"):
+        data.prepare(tmp_path / "ds", [tmp_path], min_alnum=float("nan"), progress=False)
+
+
 def write_corpus(root):
     (root / "pkg" / "sub").mkdir(parents=True)
     for i in range(12):

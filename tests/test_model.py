@@ -190,6 +190,15 @@ def test_save_then_load_is_exact_and_keeps_other_files(tmp_path):
     assert config["model_type"] == "gpt2" and config["activation_function"] == "gelu_new"
 
 
+def test_a_checkpoint_with_nan_weights_still_loads(tmp_path):
+    """A diverged run's weights: its tied head holds the same NaNs, which compare unequal to themselves."""
+    m = tiny_model()
+    with torch.no_grad():
+        m.transformer.wte.weight[3, 1] = float("nan")
+    m.save_pretrained(tmp_path)
+    assert GPT.from_pretrained(tmp_path).lm_head.weight.isnan().sum() == 1
+
+
 def test_loads_a_pickled_pytorch_model_bin(tmp_path):
     """Checkpoints saved before safetensors hold pytorch_model.bin: the same names, pickled."""
     m = tiny_model()
@@ -240,13 +249,15 @@ def test_bad_checkpoint_dirs_say_what_is_wrong(tmp_path):
     with pytest.raises(ValueError, match="model.safetensors: not a readable weights file"):
         GPT.from_pretrained(path)
     (path / "model.safetensors").unlink()
-    for junk, message in [(b"truncated", "not a readable weights file"), (None, "holds a Tensor")]:
+    unreadable = "not a readable weights file"
+    for junk, message in [(b"truncated", unreadable), (b"garbage\n", unreadable), (None, "holds a Tensor")]:
         if junk is None:
             torch.save(torch.zeros(2), path / "pytorch_model.bin")
         else:
             (path / "pytorch_model.bin").write_bytes(junk)
-        with pytest.raises(ValueError, match=f"pytorch_model.bin: {message}"):
+        with pytest.raises(ValueError, match=f"pytorch_model.bin: {message}") as e:
             GPT.from_pretrained(path)
+        assert "\n" not in str(e.value)  # one line, not the unpickler's paragraphs of advice
     path = broken_copy(tmp_path)
     (path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="config.json: not valid JSON"):

@@ -154,6 +154,7 @@ def test_config_names_resolve_and_values_parse():
         (["--max_steps", "10"], "--max_steps needs a value: write --max_steps=VALUE"),  # not max_steps=True
         (["--warmup_steps=-5"], "warmup_steps=-5 must be zero or positive"),
         (["--lr=inf"], "lr=inf must be a finite number"),
+        (["--min_lr=0.1", "--lr=0.01"], "min_lr=0.1 must be at most lr=0.01"),
         ([f"--seed={2**62}"], "must be below 2\\*\\*62"),
         (["--model=gpt2", "--n_layer=3"], "model='gpt2' and n_layer both set the model's size; give one"),
         (["--model=gpt2-xl", "--n_embd=64"], "command line: model='gpt2-xl' and n_embd both set"),  # as typed
@@ -169,6 +170,19 @@ def test_help_after_a_config_name_shows_its_values(capsys):
     out = capsys.readouterr().out
     assert "usage: train.py [CONFIG] [--key=value ...]" in out
     assert "--max_steps=150000" in out and "--lr=0.0001" in out  # small.py's, and the override
+
+
+def test_help_into_a_closed_pipe_ends_quietly():
+    """`train.py --help | head -1`: the reader is gone, so the writer ends as `cat` does, without an error."""
+    proc = subprocess.Popen([sys.executable, "train.py", "--help"], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == -signal.SIGPIPE and proc.stderr.read() == b""
+
+
+def test_integers_are_parsed_exactly():
+    assert train.load_config(["--seed=9007199254740993", "--max_steps=1_000"]).seed == 9007199254740993
+    assert train.load_config(["--max_steps=1e3"]).max_steps == 1000
 
 
 def test_a_named_size_is_stored_and_command_line_sizes_override_it(tmp_path):
@@ -512,6 +526,9 @@ def test_a_failed_start_writes_nothing_and_another_shape_cannot_resume(dataset, 
     (tmp_path / "run" / "latest").write_text("\n")  # emptied by hand: it would name the run folder itself
     with pytest.raises(ValueError, match="latest is empty; write the name of an existing ckpt-"):
         train.train(config(dataset, tmp_path / "run", max_steps=4, resume=True))
+    (tmp_path / "run" / "latest").unlink()  # lost: sample.py and evaluate.py name what to write into it
+    with pytest.raises(ValueError, match="run has no `latest` file .*; write one of ckpt-0000002 into it"):
+        train.latest_checkpoint(tmp_path / "run")
 
 
 def test_a_second_trainer_in_the_same_folder_is_refused(dataset, tmp_path):
@@ -615,6 +632,21 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(dataset, tmp_path):
     train.train(config(dataset, tmp_path / "whole", max_steps=8))
     assert logged(tmp_path / "killed") == logged(tmp_path / "whole")
     assert_same_weights(weights(tmp_path / "killed"), weights(tmp_path / "whole"), exact=True)
+
+
+def test_a_save_that_fails_is_one_line_and_keeps_the_checkpoints_before(dataset, tmp_path, monkeypatch):
+    save = torch.save
+
+    def full_disk(obj, path):  # what torch.save says when the disk fills mid-write
+        if "0000004" in str(path):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 48256 vs 48144")
+        save(obj, path)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match=r"0000004.tmp: could not be written \(.* unexpected pos .*\); is "):
+        train.train(config(dataset, tmp_path / "run", save_interval=2))
+    assert train.latest_checkpoint(tmp_path / "run").name == "ckpt-0000002"
+    assert not list((tmp_path / "run").glob("*.tmp"))
 
 
 def test_checkpoints_keep_the_tokenizer_the_run_started_with(dataset, tmp_path, monkeypatch):
