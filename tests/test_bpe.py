@@ -155,6 +155,21 @@ def test_min_frequency_and_vocab_limits(texts):
     assert merges == bpe.learn_merges(words, 5, 1, False) == [(64, 65), (66, 67)]  # ab, cd in HF_BYTE_ORDER
 
 
+def test_write_atomic_never_leaves_half_a_file(tmp_path, monkeypatch):
+    path = tmp_path / "latest"
+    bpe.write_atomic(path, "ckpt-0000001\n")
+    write_text = Path.write_text
+
+    def torn(self, data, **kwargs):  # the disk fills halfway through
+        write_text(self, data[:3], **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", torn)
+    with pytest.raises(OSError):
+        bpe.write_atomic(path, "ckpt-0000002\n")
+    assert path.read_text() == "ckpt-0000001\n" and list(tmp_path.iterdir()) == [path]
+
+
 def test_save_load_and_tiktoken_file(tok, tmp_path):
     tok.save(tmp_path / "tokenizer.bpe")
     assert not list(tmp_path.glob("*.tmp"))

@@ -92,6 +92,7 @@ def test_every_window_once_per_epoch(tmp_path, world_size, batch_size, grad_accu
     for epoch in range(g):
         assert sorted(stream[epoch * n : (epoch + 1) * n]) == list(range(n))
     assert stream[:n] != sorted(stream[:n])  # shuffled
+    assert g == 1 or stream[:n] != stream[n : 2 * n]  # and shuffled anew each epoch
 
 
 def test_step_is_the_same_windows_however_it_is_split(tmp_path):
@@ -399,6 +400,25 @@ def test_tokenizer_sample_skips_documents_over_its_budget(tmp_path):
     budget = (len(small[1]) + 100) / 1e6
     flags, sample, _, _ = data.scan([tmp_path], opts(tokenizer_sample_mb=budget), progress=False)
     assert list(flags) == [1, 1] and sample == [small[1]]
+
+
+def test_tokenizer_sample_keeps_the_smallest_keys(tmp_path):
+    texts = [f"x = {i:03d}\n" * 20 for i in range(30)]  # equal sizes: the budget holds exactly three
+    for i, text in enumerate(texts):
+        (tmp_path / f"m{i:02d}.py").write_text(text)
+    flags, sample, _, _ = data.scan([tmp_path], opts(tokenizer_sample_mb=3 * 160 / 1e6), progress=False)
+    train_texts = sorted((data.content_key(t), t) for t, flag in zip(texts, flags, strict=True) if flag == 1)
+    assert sorted(sample) == sorted(t for _, t in train_texts[:3])
+
+
+def test_a_shard_appears_only_when_complete(tmp_path, monkeypatch):
+    def power_cut(fd):
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(data.os, "fsync", power_cut)
+    with pytest.raises(OSError):
+        data.write_shard(tmp_path / "train_000000.bin", [1, 2, 3], 300)
+    assert not (tmp_path / "train_000000.bin").exists()  # a resumed prepare would take it as complete
 
 
 def test_prepare_blames_what_the_user_can_fix(tmp_path):

@@ -132,6 +132,7 @@ def test_hostile_completions_are_contained_and_fail(tmp_path, monkeypatch):
     [outcomes] = evaluate.check_completions([problem], [[body + h for h in HOSTILE.values()]], timeout=2)
     for name, outcome in zip(HOSTILE, outcomes, strict=True):
         assert outcome != "passed", name
+    assert outcomes[list(HOSTILE).index("sleeps forever")] == "timed out"
     assert list(tmp_path.iterdir()) == []
     assert len(groups) == 1 + len(HOSTILE)
     left = [p for p in Path("/proc").glob("[0-9]*") if live_group(p) in groups]
@@ -286,6 +287,10 @@ def test_same_seed_same_completions(world):
     problems = evaluate.load_problems(MINI)[:2]
     runs = [evaluate.generate_completions(model, tok, problems, 3, 2, 7, max_new_tokens=8) for _ in range(2)]
     assert runs[0] == runs[1] and len(runs[0]) == 2 and len(runs[0][0]) == 3
+    [texts] = evaluate.generate_completions(
+        model, tok, problems[:1], 4, 2, 7, max_new_tokens=8, temperature=1.0
+    )
+    assert texts[:2] != texts[2:]  # each batch draws with its own seed, not the first batch's again
 
 
 def test_perplexity_files_and_dataset_agree_on_the_same_text(world, capsys):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
@@ -350,6 +351,45 @@ def test_grad_accumulation_equals_one_big_batch(dataset, tmp_path):
     assert_same_weights(weights(tmp_path / "big"), weights(tmp_path / "acc"))
 
 
+def test_gradients_are_all_reduced_once_per_step_however_many_micro_steps(dataset, tmp_path):
+    """DDP's all-reduce is held back (no_sync) on all but the last micro-step; counted with a comm hook in a
+    one-process group whose Run says two, so that optimizer_step takes its DDP path."""
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        rounds = {}
+        for grad_accum in (1, 4):
+            cfg = config(dataset, tmp_path / str(grad_accum), batch_size=2, grad_accum=grad_accum)
+            run = train.build_run(cfg, 0, 1, torch.device("cpu"), data.load_meta(dataset))
+            run.world, calls = 2, []
+            train.distribute(run)
+
+            def count(state, bucket, calls=calls):  # all-reduce nothing, just count the bucket
+                calls.append(bucket.index())
+                future = torch.futures.Future()
+                future.set_result(bucket.buffer())
+                return future
+
+            run.train_model.register_comm_hook(None, count)
+            train.optimizer_step(run)
+            rounds[grad_accum] = len(calls)
+        assert rounds[4] == rounds[1] > 0
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_set_up_mistake_on_one_rank_ends_every_rank_in_exit_2(monkeypatch, capsys):
+    monkeypatch.setattr(train, "failed_ranks", lambda *args: [1])  # the all-reduce of who failed
+    with pytest.raises(SystemExit) as e, train.agreed(1, 2, torch.device("cpu")):
+        raise ValueError("out/stdlib: no dataset here")
+    assert e.value.code == 2 and "error on rank 1: out/stdlib: no dataset here" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e, train.agreed(2, 3, torch.device("cpu")):
+        pass  # rank 2 was fine: it stops too, quietly, and rank 0 names rank 1
+    assert e.value.code == 2
+    with pytest.raises(ValueError, match="set-up failed on rank 1: see its error above"):
+        with train.agreed(0, 3, torch.device("cpu")):
+            pass
+
+
 # compiled, dynamo splits the graph at DDP's gradient buckets
 @pytest.mark.parametrize("compile", [False, pytest.param(True, marks=NO_CXX)])
 def test_ddp_two_processes_equal_one_with_twice_the_accumulation(dataset, tmp_path, compile):
@@ -646,7 +686,7 @@ def test_a_save_that_fails_is_one_line_and_keeps_the_checkpoints_before(dataset,
     with pytest.raises(OSError, match=r"0000004.tmp: could not be written \(.* unexpected pos .*\); is "):
         train.train(config(dataset, tmp_path / "run", save_interval=2))
     assert train.latest_checkpoint(tmp_path / "run").name == "ckpt-0000002"
-    assert not list((tmp_path / "run").glob("*.tmp"))
+    assert not list((tmp_path / "run").glob("*.tmp")) and not (tmp_path / "run" / "ckpt-0000004").exists()
 
 
 def test_checkpoints_keep_the_tokenizer_the_run_started_with(dataset, tmp_path, monkeypatch):
@@ -713,6 +753,7 @@ def test_steps_fp16s_grad_scaler_skips_are_counted(dataset, tmp_path, monkeypatc
 def test_gradient_clipping_scales_the_update_not_the_logged_norm(dataset, tmp_path):
     train.train(config(dataset, tmp_path / "free", max_steps=2, grad_clip=0.0))
     train.train(config(dataset, tmp_path / "clipped", max_steps=2, grad_clip=1e-3))
+    assert logged(tmp_path / "free", "lr") == pytest.approx({1: 1.5e-3, 2: 3e-3})  # each step's own rate
     norms = [logged(tmp_path / run, "grad_norm")[1] for run in ("free", "clipped")]
     assert norms[0] == norms[1] > 1e-3  # the norm before clipping is what is logged
     free, clipped = weights(tmp_path / "free"), weights(tmp_path / "clipped")
