@@ -533,6 +533,7 @@ def save_checkpoint(run):
             why = str(e).partition("\n")[0]
             raise OSError(f"{tmp}: could not be written ({why}); is {out} full? The checkpoints before "
                           "it stand: free some space, then --resume") from None  # fmt: skip
+        sync_to_disk(tmp)
         shutil.rmtree(final, ignore_errors=True)  # this step's, which `latest` no longer names (rolled back)
         os.replace(tmp, final)
         write_atomic(out / "latest", final.name + "\n")
@@ -551,6 +552,18 @@ def write_checkpoint(run, folder, rngs):
     state = dict(step=run.step, tokens=run.tokens, skipped=run.skipped, world_size=run.world, rng=rngs)
     state |= {name: getattr(run, name).state_dict() for name in ("optimizer", "scaler", "loader")}
     torch.save(state, folder / "train_state.pt")
+
+
+def sync_to_disk(folder):
+    """Flush a checkpoint's files to the disk before `latest` names it, so that a power cut or a crashed
+    node cannot leave `latest` naming empty files (data.py's shards do the same; so does
+    torch.distributed.checkpoint, with sync_files)."""
+    for path in [*folder.iterdir(), folder]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def load_checkpoint(run, folder):

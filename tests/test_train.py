@@ -689,6 +689,25 @@ def test_a_save_that_fails_is_one_line_and_keeps_the_checkpoints_before(dataset,
     assert not list((tmp_path / "run").glob("*.tmp")) and not (tmp_path / "run" / "ckpt-0000004").exists()
 
 
+def test_a_checkpoint_is_on_the_disk_before_latest_names_it(dataset, tmp_path, monkeypatch):
+    events, fsync, write_atomic = [], os.fsync, train.write_atomic
+
+    def synced(fd):
+        events.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    def written(path, data):
+        events.append(path)
+        write_atomic(path, data)
+
+    monkeypatch.setattr(os, "fsync", synced)
+    monkeypatch.setattr(train, "write_atomic", written)
+    train.train(config(dataset, tmp_path / "run", max_steps=2, save_interval=2))
+    before = {Path(p).name for p in events[: events.index(tmp_path / "run" / "latest")]}
+    files = {"model.safetensors", "config.json", "tokenizer.bpe", "train_config.json", "train_state.pt"}
+    assert files | {"ckpt-0000002.tmp"} <= before
+
+
 def test_checkpoints_keep_the_tokenizer_the_run_started_with(dataset, tmp_path, monkeypatch):
     data_dir = tmp_path / "data"
     shutil.copytree(dataset, data_dir)
