@@ -642,9 +642,12 @@ def checkpoint_to_resume(cfg) -> Path | None:
     ours = {name + ".tmp" for name in RUN_FILES} | RUN_FILES
     entries = out.iterdir() if out.is_dir() else []
     others = [p.name for p in entries if p.name not in ours and not p.match("ckpt-*.tmp*")]
-    if (has_checkpoint or others) and not cfg.resume:
-        raise ValueError(f"{out} already holds a run (or other files); continue it with --resume or choose "
-                         "another --out_dir")  # fmt: skip
+    ours_saved = has_checkpoint or any(name.startswith("ckpt-") for name in others)
+    if ours_saved and not cfg.resume:
+        raise ValueError(f"{out} already holds a run; continue it with --resume or choose another --out_dir")
+    if others and not ours_saved:  # a dataset or a model folder, say: --resume would not help
+        raise ValueError(f"{out} holds other files ({', '.join(sorted(others)[:3])}), no run of train.py's; "
+                         "choose another --out_dir")  # fmt: skip
     if cfg.resume and not has_checkpoint:
         saved = sorted(name for name in others if name.startswith("ckpt-"))
         fix = f"write {saved[-1]!r} into {out / 'latest'}" if saved else "drop --resume to start fresh"
