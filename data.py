@@ -690,6 +690,8 @@ def main(argv=None):
     if args.pop("command") == "inspect":
         inspect(args["dir"], args["tokens"], args["seed"])
         return
+    if "" in (args["out"], *(args["source"] or ())):  # an unset shell variable: not the current folder
+        raise ValueError("--out and --source need a path, not an empty string")
     meta = prepare(args.pop("out"), args.pop("source"), overwrite=args.pop("overwrite"), **args)
     for key in ("read", "documents", "tokens", "bytes_per_token"):  # read: bad lines and where
         print(f"{key}: {meta[key]}")

@@ -464,6 +464,8 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
         (["inspect", tmp_path / "none"], "python data.py prepare --out"),
         (["prepare", "--out", tmp_path / "o", "--vocab-size", "100"], "need 257 (bytes + <|endoftext|>)"),
         (["prepare", "--out", tmp_path / "a_file", "--source", tmp_path / "a_file"], "is a file; a dataset"),
+        (["prepare", "--out", "", "--source", tmp_path / "a_file"], "need a path, not an empty string"),
+        (["prepare", "--out", tmp_path / "o", "--source", ""], "need a path, not an empty string"),
     ]:
         with pytest.raises(ValueError, match=re.escape(message)):
             data.main(list(map(str, args)))
