@@ -710,10 +710,12 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 def catch_stop_signals() -> list:
     """SIGTERM (preemption, torchrun shutting down) and SIGINT (Ctrl-C) only raise a flag, so the loop ends
-    its step, saves and exits cleanly. A second signal gets the default behaviour, kill, except under
-    torchrun: a terminal's Ctrl-C reaches the ranks and torchrun, which then sends the ranks the same
-    signal again, and kills them itself if they are not done within its timeout (30 s, or
-    torchrun's --shutdown-timeout where it has one)."""
+    its step, saves and exits cleanly. A signal's path: the handler appends it to the list returned here;
+    optimizer_step sends "any caught?" along in its all-reduce, so every rank stops after the same step;
+    run_steps saves and returns the signal's number; main ends the process as that signal would (die_of).
+    A second signal gets the default behaviour, kill, except under torchrun: a terminal's Ctrl-C reaches
+    the ranks and torchrun, which then sends the ranks the same signal again, and kills them itself if
+    they are not done within its timeout (30 s, or torchrun's --shutdown-timeout where it has one)."""
     caught, torchrun = [], "TORCHELASTIC_RUN_ID" in os.environ
 
     def handler(signum, frame):
