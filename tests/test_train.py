@@ -539,7 +539,7 @@ def test_a_start_that_saved_no_checkpoint_is_started_over(dataset, tmp_path, cap
     with pytest.raises(ValueError, match="write 'ckpt-0000002' into"):
         train.train(config(dataset, dead, max_steps=4, resume=True))
     GPT(GPTConfig(vocab_size=10, context=4, n_layer=1, n_head=1, n_embd=4)).save_pretrained(tmp_path / "hf")
-    with pytest.raises(ValueError, match="hf holds other files .config.json, model.safetensors., no run"):
+    with pytest.raises(ValueError, match="hf holds other files .model.safetensors., no run of train.py.s"):
         train.train(config(dataset, tmp_path / "hf", max_steps=2))
 
 
