@@ -546,6 +546,7 @@ def save_checkpoint(run):
 
 
 def write_checkpoint(run, folder, rngs):
+    """A checkpoint's files: the HF-format model, the tokenizer, the config, and the training state."""
     run.model.save_pretrained(folder)
     (folder / "tokenizer.bpe").write_bytes(run.tokenizer)
     (folder / "train_config.json").write_text(config_json(run.cfg))
