@@ -575,6 +575,9 @@ def load_checkpoint(run, folder):
             f"{folder}: its model has a {saved.config.vocab_size}-token vocabulary, the dataset "
             f"{run.cfg.data_dir} {run.model.config.vocab_size}; resume with the data_dir it was trained on"
         )
+    if (folder / "tokenizer.bpe").read_bytes() != run.tokenizer:  # same size, other token meanings
+        raise ValueError(f"{folder}: trained with another tokenizer than the dataset {run.cfg.data_dir}'s; "
+                         "resume with the data_dir it was trained on")  # fmt: skip
     for knob in ("context", "n_layer", "n_head", "n_embd"):
         if getattr(saved.config, knob) != getattr(run.model.config, knob):
             raise ValueError(

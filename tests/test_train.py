@@ -559,6 +559,10 @@ def test_a_failed_start_writes_nothing_and_another_shape_cannot_resume(dataset, 
         ValueError, match="300-token vocabulary, the dataset .*other 280; resume with the data_dir"
     ):
         train.train(config(tmp_path / "other", tmp_path / "run", max_steps=4, resume=True))
+    sources = sorted((dataset.parent / "src").iterdir())[1:]  # as large a vocabulary, learned on less
+    data.prepare(tmp_path / "same_size", sources, vocab_size=300, progress=False)
+    with pytest.raises(ValueError, match="trained with another tokenizer than the dataset .*same_size's"):
+        train.train(config(tmp_path / "same_size", tmp_path / "run", max_steps=4, resume=True))
     (tmp_path / "young").mkdir()
     (tmp_path / "young" / "metrics.jsonl").write_text("")  # started, not saved yet
     with pytest.raises(ValueError, match="young: a run with no checkpoint yet"):
