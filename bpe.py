@@ -84,12 +84,20 @@ def read_texts(paths, glob="*.py", field="content", stats=None) -> Iterator[str]
 
 
 def _read_files(files: list[Path], field: str, stats) -> Iterator[str]:
+    read = 0
     for file in files:
         stats["files"] += 1
         if file.name.endswith(JSON_LINES):
-            yield from _read_jsonl(file, field, stats)
+            for text in _read_jsonl(file, field, stats):
+                read += 1
+                yield text
         else:
+            read += 1
             yield _decode(file.read_bytes(), file, 1, stats)
+    if not read and stats["missing_field"]:  # records of another dataset's shape: say which field is missing
+        file = stats["first_missing_field"].rpartition(":")[0]
+        raise ValueError(f"{file}: no record has field {field!r} ({stats['missing_field']} skipped); "
+                         "data.py prepare reads another with --field NAME")  # fmt: skip
 
 
 def _decode(data: bytes, file, line: int, stats) -> str:

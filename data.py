@@ -183,10 +183,6 @@ def scan(sources, opts, progress):
             sample_bytes += size
             while sample_bytes > budget:
                 sample_bytes -= len(heapq.heappop(sample)[1].encode())
-    if stats["seen"] == 0 and read_stats["missing_field"]:
-        file = read_stats["first_missing_field"].rpartition(":")[0]
-        n = read_stats["missing_field"]
-        raise ValueError(f"{file}: no record has field {opts.field!r} ({n} skipped); pass --field NAME")
     if stats["seen"] == 0:
         raise ValueError(f"no documents found in {', '.join(map(str, sources))}; check --source and --glob")
     if 1 in flags and not sample and not opts.tokenizer:  # each train document alone is over the budget

@@ -428,9 +428,8 @@ def test_prepare_blames_what_the_user_can_fix(tmp_path):
         data.prepare(out, sources, min_size=0, tokenizer_sample_mb=0.0001, progress=False)
     assert not out.exists()  # refused before anything was written
     (tmp_path / "text.jsonl").write_text("".join(json.dumps({"text": code(f"t{i}")}) + "\n" for i in "abc"))
-    with pytest.raises(
-        ValueError, match="text.jsonl: no record has field 'content' .3 skipped.; pass --field NAME"
-    ):
+    missing = "text.jsonl: no record has field 'content' .3 skipped.; data.py prepare reads another"
+    with pytest.raises(ValueError, match=missing):
         data.prepare(out, [tmp_path / "text.jsonl"], progress=False)
     assert data.scan([tmp_path / "text.jsonl"], opts(field="text"), False)[2]["kept"] == 3
     # a prepare stopped by a bad option leaves an unfinished dataset; the corrected retry says how to go on

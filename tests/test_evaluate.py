@@ -293,6 +293,13 @@ def test_same_seed_same_completions(world):
     assert texts[:2] != texts[2:]  # each batch draws with its own seed, not the first batch's again
 
 
+def test_perplexity_on_records_without_content_names_the_field(world, tmp_path):
+    records = tmp_path / "code.jsonl"
+    records.write_text(json.dumps({"text": "x = 1\n"}) + "\n")  # another dataset's shape
+    with pytest.raises(ValueError, match="code.jsonl: no record has field 'content' .1 skipped."):
+        evaluate.main(["perplexity", "--checkpoint", str(world["run"]), "--data", str(records)])
+
+
 def test_perplexity_files_and_dataset_agree_on_the_same_text(world, capsys):
     """The command on a dataset and on the raw files behind it: about the same bits per byte (the windows
     differ, and the files include the train split)."""
