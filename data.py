@@ -472,6 +472,8 @@ def load_meta(data_dir):
     ]
     if lacking:
         raise ValueError(f"{path} lacks {lacking[0]!r}; {rebuild}")
+    if type(meta["vocab_size"]) is not int or not 0 < meta["vocab_size"] <= 1 << 16:  # a hand edit, say
+        raise ValueError(f"{path}: vocab_size {meta['vocab_size']!r} is not a uint16 vocabulary's; {rebuild}")
     tokenizer = Path(data_dir) / meta["tokenizer"]
     if not tokenizer.is_file():
         raise ValueError(f"{data_dir} has no {meta['tokenizer']}; restore it or {rebuild}")

@@ -513,6 +513,11 @@ def test_meta_lacking_a_key_is_one_line_exit_2(tmp_path):
     (path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="meta.json lacks 'shards.valid'"):
         data.Loader(path, "train", 1, T)
+    meta["shards"]["valid"] = []
+    for size in ("300", -5, 70000):  # hand edits
+        (path / "meta.json").write_text(json.dumps({**meta, "vocab_size": size}))
+        with pytest.raises(ValueError, match=f"vocab_size {size!r} is not a uint16 vocabulary's; rebuild"):
+            data.load_meta(path)
     (path / "meta.json").write_text(json.dumps({**meta, "format_version": 0}))
     with pytest.raises(
         ValueError, match=f"dataset format version 0, this code reads {data.VERSION}; rebuild"
