@@ -947,7 +947,11 @@ def failed_ranks(failed, rank, world, device) -> list[int]:
 
 def train_on(cfg, rank, world, device) -> dict:
     """Set up, run the steps, then draw the loss curve; the run folder's lock and rank 0's outputs are
-    released however it ends."""
+    released however it ends.
+
+    Set-up runs in two rounds, each closed by agreed(), a vote and a barrier: first every rank reads (the
+    dataset, the checkpoint) and builds its model, then rank 0 alone writes (the run folder). A mistake
+    found in round one, on any rank, so ends every rank before anything is written."""
     out, lock, log = Path(cfg.out_dir), None, None
     try:
         with agreed(rank, world, device):  # no collective in here: a rank that failed would never join it
