@@ -665,16 +665,19 @@ def test_ctrl_c_under_torchrun_still_saves(dataset, tmp_path):
 
 
 def test_sigterm_saves_and_resume_matches_uninterrupted(dataset, tmp_path):
-    """The signal comes during step 3, which is the last: saved before a clean exit, not a step later."""
-    cfg = config(dataset, tmp_path / "killed", max_steps=8)
+    """The signal comes during step 3, which is the last: saved before a clean exit, not a step later. Its
+    evaluation, due at step 3, is skipped to save sooner; the resumed run makes it up before training."""
+    cfg = config(dataset, tmp_path / "killed", max_steps=8, eval_interval=3)
     cmd = [sys.executable, "-c", SIGNAL_DURING_STEP_3, "SIGTERM", "once", *cli(cfg)]
     result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == -signal.SIGTERM, result.stderr[-2000:]  # died of it: not a finished run
     assert "stopped by a signal at step 3" in result.stdout
     assert (tmp_path / "killed" / "latest").read_text().strip() == "ckpt-0000003"
     train.train(dataclasses.replace(cfg, resume=True))
-    train.train(config(dataset, tmp_path / "whole", max_steps=8))
+    train.train(config(dataset, tmp_path / "whole", max_steps=8, eval_interval=3))
     assert logged(tmp_path / "killed") == logged(tmp_path / "whole")
+    assert logged(tmp_path / "killed", "val_loss") == logged(tmp_path / "whole", "val_loss")
+    assert sorted(logged(tmp_path / "whole", "val_loss")) == [3, 6, 8]
     assert_same_weights(weights(tmp_path / "killed"), weights(tmp_path / "whole"), exact=True)
 
 
