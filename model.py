@@ -185,7 +185,7 @@ class GPT(nn.Module):
         The prompt is prefilled once; after that each token costs one position of compute, and on a GPU
         that step is replayed as a CUDA graph. Positions are absolute, so once the window is full and
         slides left every cached key changes: from then on each step re-prefills the last `context`
-        tokens, which keeps the output that of recomputing without a cache (up to rounding). Call model.eval()
+        tokens, so the output stays that of recomputing without a cache (up to rounding). Call model.eval()
         first, or dropout makes sampling noisy. The ids are inference-mode tensors: read them, cat them,
         call .tolist(); clone one before changing it in place.
         """

@@ -398,7 +398,6 @@ class Run:
     tokenizer: bytes  # the dataset's tokenizer.bpe as checked at start, copied into every checkpoint
     step: int = 0  # optimizer steps done
     skipped: int = 0  # steps skipped for a non-finite loss or gradient norm
-    evaluated: int = 0  # the step of the last evaluation: a stop skips one that is due, a resume makes it up
 
     @property
     def tokens(self) -> int:  # training tokens seen, all ranks (a resumed loader keeps its batch shape)
@@ -476,7 +475,6 @@ def evaluate(run, batches, bytes_per_token) -> dict:
     if run.world > 1:
         dist.all_reduce(total)
     model.train()
-    run.evaluated = run.step
     loss = (total[0] / total[1]).item()
     perplexity, bits_per_byte = perplexity_and_bpb(loss, bytes_per_token)
     return {"step": run.step, "val_loss": loss, "val_ppl": perplexity, "val_bpb": bits_per_byte}
@@ -552,8 +550,7 @@ def write_checkpoint(run, folder, rngs):
     run.model.save_pretrained(folder)
     (folder / "tokenizer.bpe").write_bytes(run.tokenizer)
     (folder / "train_config.json").write_text(config_json(run.cfg))
-    state = dict(step=run.step, tokens=run.tokens, skipped=run.skipped, evaluated=run.evaluated)
-    state |= dict(world_size=run.world, rng=rngs)
+    state = dict(step=run.step, tokens=run.tokens, skipped=run.skipped, world_size=run.world, rng=rngs)
     state |= {name: getattr(run, name).state_dict() for name in ("optimizer", "scaler", "loader")}
     torch.save(state, folder / "train_state.pt")
 
@@ -599,7 +596,6 @@ def load_checkpoint(run, folder):
         if name != "scaler" or state["scaler"]:  # saved without fp16, it is empty: an fp16 resume starts anew
             getattr(run, name).load_state_dict(state[name])
     run.step, run.skipped = state["step"], state["skipped"]
-    run.evaluated = state.get("evaluated", run.step)  # older checkpoints lack it
     try:
         saved_cfg = json.loads((folder / "train_config.json").read_text())
     except ValueError as e:
@@ -992,9 +988,6 @@ def run_steps(run, log, val, bytes_per_token) -> tuple[dict, int]:
     the last evaluation and the number of the signal that stopped the run early (0 if none)."""
     cfg, caught = run.cfg, catch_stop_signals()
     result, stopped = {}, False
-    if run.step % cfg.eval_interval == 0 and run.evaluated < run.step:  # a stop there saved, skipping it
-        result = evaluate(run, val, bytes_per_token)
-        log.evaluation(result)
     log.restart_clock(run)  # throughput counts training, not set-up
     while run.step < cfg.max_steps and not stopped:
         loss, norm, stopped = optimizer_step(run, caught)
@@ -1003,7 +996,8 @@ def run_steps(run, log, val, bytes_per_token) -> tuple[dict, int]:
         at_end = run.step == cfg.max_steps
         if run.step % cfg.log_interval == 0 or at_end:
             log.training(run, loss, norm)
-        if (run.step % cfg.eval_interval == 0 or at_end) and not stopped:
+        # Also when stopping: a fraction of the save's time, and no evaluation is missing from the metrics.
+        if run.step % cfg.eval_interval == 0 or at_end:
             result = evaluate(run, val, bytes_per_token)
             log.evaluation(result)
             log.restart_clock(run)

@@ -665,8 +665,8 @@ def test_ctrl_c_under_torchrun_still_saves(dataset, tmp_path):
 
 
 def test_sigterm_saves_and_resume_matches_uninterrupted(dataset, tmp_path):
-    """The signal comes during step 3, which is the last: saved before a clean exit, not a step later. Its
-    evaluation, due at step 3, is skipped to save sooner; the resumed run makes it up before training."""
+    """The signal comes during step 3, which is the last: evaluated (it is due) and saved before a clean
+    exit, not a step later."""
     cfg = config(dataset, tmp_path / "killed", max_steps=8, eval_interval=3)
     cmd = [sys.executable, "-c", SIGNAL_DURING_STEP_3, "SIGTERM", "once", *cli(cfg)]
     result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
