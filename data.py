@@ -26,6 +26,7 @@ import os
 import random
 import sysconfig
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -385,6 +386,37 @@ def encode_into_writers(batch, tok, eot_between=True):
         w.add(doc, np.array([*eot, *doc_ids], dtype=np.uint16))
 
 
+def lock_folder(folder, wait=False):
+    """Hold folder/.lock (flock) until the returned file is closed; the kernel drops it when the process
+    ends, however it ends. While another process holds it: wait, or raise BlockingIOError. None where
+    nothing can be locked (Windows has no flock; Lustre without -o flock or NFS without a lock daemon fail
+    with another OSError), after a note."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    lock = open(Path(folder) / ".lock", "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except OSError as e:
+        lock.close()
+        if isinstance(e, BlockingIOError):
+            raise
+        print(f"note: {folder} cannot be locked ({e.strerror}); make sure one process at a time writes there")
+        return None
+    return lock
+
+
+def wait_for_lock(out_dir):
+    """The dataset's lock, once no other prepare holds it: a job script that runs the same prepare on
+    every node before torchrun then builds the dataset once, and the other nodes reuse it."""
+    try:
+        return lock_folder(out_dir)
+    except BlockingIOError:
+        print(f"{out_dir} is being written by another data.py prepare; waiting for it to end", flush=True)
+        return lock_folder(out_dir, wait=True)
+
+
 def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options):
     """Build (or finish) the dataset in out_dir from sources; returns its meta dict, also in meta.json:
     the recipe (sources, options, tokenizer_source_sha256), complete, format_version, vocab_size,
@@ -393,10 +425,7 @@ def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options)
     tokens, shards, bytes_per_token."""
     opts, sources, recipe = make_recipe(sources, options)
     out_dir = Path(out_dir)
-    old = claim_out_dir(out_dir, recipe, overwrite)
-    if old and old.get("complete"):
-        meta = load_meta(out_dir)  # checked as readers check it: version, keys, tokenizer
-        print(f"{out_dir} is already complete; reusing it (--overwrite starts over)")
+    if meta := complete_meta(out_dir, recipe, overwrite):
         return meta
     given = given_tokenizer(opts)  # before anything is written: a bad --tokenizer costs nothing
     flags, sample, stats, read_stats = scan(sources, opts, progress)
@@ -407,31 +436,44 @@ def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options)
     if 2 not in flags:  # the split goes by content hash: a few documents may all land in train
         print(f"note: no document fell in the valid split (--valid-share {opts.valid_share}), which "
               "train.py evaluates on: raise --valid-share or add sources")  # fmt: skip
-    if overwrite:  # only our own files: --out may hold other things
-        for p in dataset_files(out_dir):
-            p.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "meta.json", {**recipe, "complete": False})
-    tok = install_tokenizer(out_dir, opts, given, sample, progress)
-    shards, docs, nbytes = write_shards(out_dir, sources, opts, flags, tok, progress)
-    tokens = {s: sum(int(read_header(out_dir / n)[3]) for n in shards[s]) for s in SPLITS}
-    meta = {
-        **recipe,
-        "complete": True,
-        "format_version": VERSION,
-        "vocab_size": tok.vocab_size,
-        "eot_token": tok.eot_token,
-        "tokenizer": "tokenizer.bpe",
-        "tokenizer_sha256": file_sha256(out_dir / "tokenizer.bpe"),
-        "documents": dict(stats),
-        "read": dict(read_stats),
-        "docs": {s: docs[s] for s in SPLITS},
-        "bytes": {s: nbytes[s] for s in SPLITS},
-        "tokens": tokens,
-        "shards": shards,
-        "bytes_per_token": {s: nbytes[s] / tokens[s] if tokens[s] else None for s in SPLITS},
-    }
-    write_json(out_dir / "meta.json", meta)
+    with wait_for_lock(out_dir) or nullcontext():
+        if meta := complete_meta(out_dir, recipe, overwrite):  # another prepare made it while we read
+            return meta
+        if overwrite:  # only our own files: --out may hold other things
+            for p in dataset_files(out_dir):
+                p.unlink()
+        write_json(out_dir / "meta.json", {**recipe, "complete": False})
+        tok = install_tokenizer(out_dir, opts, given, sample, progress)
+        shards, docs, nbytes = write_shards(out_dir, sources, opts, flags, tok, progress)
+        tokens = {s: sum(int(read_header(out_dir / n)[3]) for n in shards[s]) for s in SPLITS}
+        meta = {
+            **recipe,
+            "complete": True,
+            "format_version": VERSION,
+            "vocab_size": tok.vocab_size,
+            "eot_token": tok.eot_token,
+            "tokenizer": "tokenizer.bpe",
+            "tokenizer_sha256": file_sha256(out_dir / "tokenizer.bpe"),
+            "documents": dict(stats),
+            "read": dict(read_stats),
+            "docs": {s: docs[s] for s in SPLITS},
+            "bytes": {s: nbytes[s] for s in SPLITS},
+            "tokens": tokens,
+            "shards": shards,
+            "bytes_per_token": {s: nbytes[s] / tokens[s] if tokens[s] else None for s in SPLITS},
+        }
+        write_json(out_dir / "meta.json", meta)
+        return meta
+
+
+def complete_meta(out_dir, recipe, overwrite):
+    """The meta of a complete dataset with this recipe in out_dir, to reuse; else None."""
+    old = claim_out_dir(out_dir, recipe, overwrite)
+    if not (old and old.get("complete")):
+        return None
+    meta = load_meta(out_dir)  # checked as readers check it: version, keys, tokenizer
+    print(f"{out_dir} is already complete; reusing it (--overwrite starts over)")
     return meta
 
 

@@ -67,7 +67,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from bpe import Tokenizer, die_of, run_cli, write_atomic
-from data import Loader, load_meta, val_batches
+from data import Loader, load_meta, lock_folder, val_batches
 from model import GPT, WEIGHT_FILES, GPTConfig
 
 ROOT = Path(__file__).resolve().parent
@@ -673,25 +673,13 @@ def start_run_folder(run):
 
 def lock_run_folder(out):
     """Hold out/.lock while training, so that a second train.py in the same folder (a job requeued while
-    the first still runs, say) is refused instead of both writing checkpoints. The kernel drops the lock
-    when the file is closed or the process ends, however it ends."""
+    the first still runs, say) is refused instead of both writing checkpoints."""
     try:
-        import fcntl
-    except ImportError:  # Windows has no flock: nothing is locked there
-        return None
-    lock = open(out / ".lock", "a")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return lock_folder(out)
     except BlockingIOError:
-        lock.close()
         raise ValueError(f"{out} is in use by another train.py; wait for it to end (or stop it), then "
                          f"continue with --resume; if none runs (its node crashed), delete {out / '.lock'}"
                          ) from None  # fmt: skip
-    except OSError as e:  # Lustre without -o flock, NFS without a lock daemon: train unlocked
-        lock.close()
-        print(f"note: {out} cannot be locked ({e.strerror}); make sure one train.py at a time writes there")
-        return None
-    return lock
 
 
 def config_json(cfg) -> str:

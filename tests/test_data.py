@@ -4,6 +4,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -329,6 +330,27 @@ def test_prepare_end_to_end_resume_and_refusals(tmp_path, capsys):
     (out / "meta.json").write_text("{truncated")
     with pytest.raises(ValueError, match="other sources or options"):
         data.prepare(out, sources, **kw)
+
+
+def test_a_second_prepare_into_one_folder_waits_for_the_first_then_reuses_its_dataset(tmp_path):
+    """As a job script that runs the same prepare on every node before torchrun: one builds, the rest wait."""
+    fcntl = pytest.importorskip("fcntl")
+    sources = write_corpus(tmp_path / "src")
+    args = ["--source", *sources, "--min-size", "0", "--vocab-size", "300"]
+    made, out = tmp_path / "made", tmp_path / "ds"
+    data.prepare(made, sources, min_size=0, vocab_size=300, progress=False)
+    out.mkdir()
+    with open(out / ".lock", "a") as held:  # the first prepare, still writing
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        argv = [sys.executable, str(ROOT / "data.py"), "prepare", "--out", str(out), *map(str, args)]
+        second = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        waited = any("is being written by another data.py prepare; waiting" in line for line in second.stdout)
+        shutil.copytree(made, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".lock"))  # it finishes
+        inodes = {p.name: p.stat().st_ino for p in out.iterdir()}
+    stdout, stderr = second.communicate(timeout=120)
+    assert waited and second.returncode == 0, stderr
+    assert "already complete; reusing it" in stdout
+    assert {p.name: p.stat().st_ino for p in out.iterdir()} == inodes  # nothing rewritten
 
 
 def test_documents_run_together_without_eot_between(tmp_path, capsys):
