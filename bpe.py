@@ -595,17 +595,25 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="learn a vocabulary from files")
     train.add_argument("--input", nargs="+", required=True, help="dirs (*.py), .jsonl[.gz], text files")
-    train.add_argument("--vocab-size", type=int, default=32768)
-    train.add_argument("--out", required=True)
-    train.add_argument("--pattern", choices=PATTERNS, default="gpt2")
-    train.add_argument("--min-frequency", type=int, default=2)
+    train.add_argument(
+        "--vocab-size", type=int, default=32768, help="incl. <|endoftext|> (default: the book's 32768)"
+    )
+    train.add_argument("--out", required=True, help="the tokenizer file to write")
+    train.add_argument(
+        "--pattern", choices=PATTERNS, default="gpt2", help="pre-tokenizer regex (default: gpt2)"
+    )
+    train.add_argument(
+        "--min-frequency", type=int, default=2, help="merge no pair seen fewer times (default: 2)"
+    )
     rep = sub.add_parser("report", help="analyse a vocabulary on some input")
-    rep.add_argument("file")
-    rep.add_argument("--input", nargs="+", required=True)
+    rep.add_argument("file", help="a tokenizer file written by train")
+    rep.add_argument(
+        "--input", nargs="+", required=True, help="held-out code to measure on, as train's --input"
+    )
     rep.add_argument("--compare", help="another tokenizer file, or a tiktoken name: gpt2 (downloads)")
     rep.add_argument("--max-mb", type=float, default=10, help="read about this many million characters")
     export = sub.add_parser("export", help="write tiktoken ranks and/or HF vocab.json + merges.txt")
-    export.add_argument("file")
+    export.add_argument("file", help="a tokenizer file written by train")
     export.add_argument("--tiktoken", help="ranks file to write")
     export.add_argument("--hf", help="directory for vocab.json and merges.txt")
     args = parser.parse_args(argv)
@@ -620,7 +628,7 @@ def main(argv=None):
             read_texts(args.input, stats=stats), args.vocab_size, PATTERNS[args.pattern], args.min_frequency
         )
         tok.save(args.out)
-        print(f"wrote {args.out}: vocab_size {tok.vocab_size}; read {_describe(stats)}")
+        print(f"wrote {args.out}: vocab_size {tok.vocab_size}; read {describe_read(stats)}")
     elif args.command == "report":
         if not 0 < args.max_mb < math.inf:  # written so that nan fails too
             raise ValueError(f"--max-mb {args.max_mb}: need a number above 0")
@@ -628,7 +636,7 @@ def main(argv=None):
         texts = first_mb(read_texts(args.input, stats=stats), args.max_mb)
         if not any(texts):
             raise ValueError(f"--input {' '.join(args.input)}: no text to measure; pass files that hold some")
-        source = f"the first {args.max_mb}M characters of {' '.join(args.input)} ({_describe(stats)})"
+        source = f"the first {args.max_mb}M characters of {' '.join(args.input)} ({describe_read(stats)})"
         report(args.file, texts, source, args.compare)
     else:
         if args.tiktoken:
@@ -652,7 +660,8 @@ PROBLEMS = {
 }
 
 
-def _describe(stats) -> str:
+def describe_read(stats) -> str:
+    """What read_texts counted (a Counter), as words: the files read and each problem met, with where."""
     problems = [
         f", {stats[k]} {what} (first at {stats['first_' + k]})" for k, what in PROBLEMS.items() if stats[k]
     ]

@@ -17,6 +17,7 @@ needs() { [ "$1" -gt 1 ] || { echo "error: $2 needs a value" >&2; exit 2; }; }
 value() { local v=${1#*=}; printf '%s' "${v/#\~/$HOME}"; }  # of --key=VALUE; bash expands ~ only at a word's start
 while [ $# -gt 0 ]; do
   case "$1" in
+    -h|--help) sed -n '2,11s/^# \{0,1\}//p' "$(basename "$0")"; exit 0 ;;  # this file's opening comment
     --fresh) fresh=1 ;;
     --out) needs $# "$1"; out=$2; shift ;;
     --out=*) out=$(value "$1") ;;

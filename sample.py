@@ -98,7 +98,8 @@ def add_model_args(parser, required=True):
         help="tokenizer.bpe, or a folder with HF's vocab.json + merges.txt "
         "(default: tokenizer.bpe, else vocab.json, in the checkpoint folder)",
     )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    default = "cuda" if torch.cuda.is_available() else "cpu"
+    parser.add_argument("--device", default=default, help=f"cpu, cuda, cuda:1, mps... (default: {default})")
     parser.add_argument(
         "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on CUDA, else float32"
     )
@@ -146,15 +147,10 @@ def check_settings(prompt, n, max_new_tokens, temperature, top_k, top_p, seed):
 
 
 def encode_prompt(model, tokenizer, prompt, start_of_file=False) -> list[int]:
-    """The prompt's ids; start_of_file puts <|endoftext|> first, which precedes every training document."""
+    """The prompt's ids, the last `context` of them if there are more (the commands say so first);
+    start_of_file puts <|endoftext|> first, which precedes every training document."""
     ids = [tokenizer.eot_token] * start_of_file + tokenizer.encode(prompt)
-    context = model.config.context
-    if len(ids) > context:
-        print(
-            f"note: the prompt is {len(ids)} tokens, the model sees {context}: keeping the last {context}",
-            file=sys.stderr,
-        )
-    return ids[-context:]
+    return ids[-model.config.context :]
 
 
 def visible_text(text: str, ended: bool, stop_at_first_block: bool) -> tuple[str, bool]:
@@ -223,14 +219,17 @@ def read_prompt(args) -> str:
 
 
 def resolve_checkpoint(path):
+    """--checkpoint, else the main job's model: out/tiny here (`python train.py tiny` writes it in the
+    current folder), else beside this file (demo.sh writes it there, wherever it is run from)."""
     if path is not None:
         return path
-    if not Path(DEFAULT_RUN).exists():
-        raise ValueError(
-            f"no trained model in {DEFAULT_RUN} yet: train one with `bash demo.sh` "
-            "(or `python train.py tiny`), or pass --checkpoint PATH"
-        )
-    return DEFAULT_RUN
+    for run in (Path(DEFAULT_RUN), Path(__file__).resolve().parent / DEFAULT_RUN):
+        if run.exists():
+            return str(run)
+    raise ValueError(
+        f"no trained model in {DEFAULT_RUN} yet: train one with `bash demo.sh` "
+        "(or `python train.py tiny`), or pass --checkpoint PATH"
+    )
 
 
 def parse_args(argv=None):
@@ -240,12 +239,12 @@ def parse_args(argv=None):
     source.add_argument("--prompt-file", help="a UTF-8 file holding the code to complete")
     add_model_args(p, required=False)
     p.add_argument("--num-samples", type=int, default=1, help="completions, generated as one batch")
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=64, help="default: 64")
     # The book's complete_code settings: temperature 0.4, top_p 0.95, no top-k, seed 1.
-    p.add_argument("--temperature", type=float, default=0.4, help="0 = greedy")
+    p.add_argument("--temperature", type=float, default=0.4, help="0 = greedy (default: 0.4)")
     p.add_argument("--top-k", type=int, default=0, help="keep the k likeliest tokens (0 = all)")
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling, in (0, 1]")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling, in (0, 1] (default: 0.95)")
+    p.add_argument("--seed", type=int, default=1, help="default: 1")
     p.add_argument("--first-block", action="store_true", help="cut where the next top-level block starts")
     return p.parse_args(argv)
 
@@ -258,6 +257,9 @@ def main(argv=None):
     check_settings(prompt, **settings)  # before the slow part, loading the model
     args.checkpoint = resolve_checkpoint(args.checkpoint)
     model, tok = load_model_from_args(args)
+    if (length := len(tok.encode(prompt))) > (context := model.config.context):
+        print(f"note: the prompt is {length} tokens, the model sees {context}: keeping the last {context}",
+              file=sys.stderr)  # fmt: skip
     steps = completion_steps(model, tok, prompt, **settings, stop_at_first_block=args.first_block)
     if args.num_samples == 1:
         sys.stdout.write(prompt)

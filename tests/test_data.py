@@ -513,7 +513,10 @@ def test_cli_prepare_and_inspect(tmp_path, capsys):
         ]
     )
     assert data.load_meta(out)["documents"].get("dropped_duplicate", 0) == 0
-    assert "tokens: {'train': " in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "tokens: {'train': " in printed
+    described = "1 bad JSON lines skipped (first at "  # the read counts in words, not a dict
+    assert re.search(r"^read: \d+ files, " + re.escape(described) + r".*extra.jsonl.gz:4\)", printed, re.M)
     result = cli("inspect", out, "--seed", 1)
     assert result.returncode == 0 and "--- train window" in result.stdout and "valid" in result.stdout
     # the book's tokenizer analysis, measured on the held-out split

@@ -48,3 +48,12 @@ def test_demo_refuses_an_unknown_argument_and_an_empty_out(tmp_path):
     for args, word in ((["--bogus"], "--bogus"), (["--fresh", "--out="], "--out needs a folder")):
         result = subprocess.run(["bash", ROOT / "demo.sh", *args], capture_output=True, text=True, timeout=60)
         assert result.returncode == 2 and result.stderr.count("\n") == 1 and word in result.stderr
+
+
+def test_demo_help_is_its_opening_comment():
+    script = f"{ROOT.name}/demo.sh"  # a relative path from another folder: demo.sh changes folder first
+    result = subprocess.run(
+        ["bash", script, "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT.parent
+    )
+    assert result.returncode == 0 and result.stdout.startswith("The main job: the whole CodeParrot pipeline")
+    assert "bash demo.sh [--fresh] [--out DIR]" in result.stdout and "set -e" not in result.stdout

@@ -282,6 +282,18 @@ def test_generated_completions_are_cut_at_the_next_top_level_block(world):
     assert evaluate.check_completions(problems, [[text]], timeout=10)[0][0].startswith("failed")
 
 
+def test_prompts_longer_than_the_context_are_noted_once(world, capsys):
+    tok, problems = world["tok"], evaluate.load_problems(MINI)
+    model = Scripted([byte_tokens(tok, "\n    pass\n")], tok.vocab_size)  # a context of 64 tokens
+    lengths = [len(tok.encode(p["prompt"].strip())) + 1 for p in problems]  # + <|endoftext|>
+    long = sum(n > 64 for n in lengths)
+    assert 0 < long < len(problems)
+    evaluate.generate_completions(model, tok, problems, 1, 1, 0, max_new_tokens=4)
+    err = capsys.readouterr().err
+    assert err.count("note:") == 1
+    assert f"note: {long} of {len(problems)} prompts are longer than the model's context of 64 tokens" in err
+
+
 def test_same_seed_same_completions(world):
     model, tok = sample.load_model(world["run"])
     problems = evaluate.load_problems(MINI)[:2]

@@ -186,12 +186,21 @@ def test_streaming_stops_per_sample_and_never_splits_a_character(loaded):
     assert whole == [tok.decode(rows[0]), "\n    x = 1"]
 
 
-def test_long_prompt_is_cropped_from_the_left_with_a_notice(loaded, capsys):
+def test_long_prompt_is_cropped_from_the_left_with_a_notice(loaded, ckpt, capsys):
     model, tok = loaded
     out = sample.complete(model, tok, CODE * 3, max_new_tokens=8, temperature=0)
-    assert "keeping the last 64" in capsys.readouterr().err
     last = torch.tensor([tok.encode(CODE * 3)[-64:]])  # the end of the prompt is what gets completed
     assert out == [tok.decode(model.generate(last, 8, temperature=0)[0, 64:].tolist())]
+    assert capsys.readouterr().err == ""  # the commands say it, once, not the library at every prompt
+    sample.main(
+        ["--checkpoint", str(ckpt), "--prompt", CODE * 3, "--max-new-tokens", "8", "--temperature", "0"]
+    )
+    printed = capsys.readouterr()
+    assert (
+        f"note: the prompt is {len(tok.encode(CODE * 3))} tokens, the model sees 64: keeping the last 64"
+        in (printed.err)
+    )
+    assert printed.out == CODE * 3 + out[0] + "\n"
 
 
 @pytest.mark.parametrize(
@@ -323,11 +332,12 @@ def cli(run_dir, tmp_path_factory):
         ok = pool.submit(run, [*SAMPLE, "--checkpoint", str(run_dir), "--prompt", "-", "--temperature", "0",
                                "--max-new-tokens", "8", "--device", "cpu"],
                          input=b"def mean(a):\n")  # fmt: skip
-        # no --checkpoint, in a folder where nothing was trained: out/tiny does not exist
-        untrained = pool.submit(run, [*SAMPLE, "--prompt", "x"], cwd=tmp_path_factory.mktemp("fresh"))
+        missing = pool.submit(
+            run, [*SAMPLE, "--checkpoint", str(tmp_path_factory.mktemp("empty")), "--prompt", "x"]
+        )
         # a seed torch.Generator cannot take: refused before the prompt is echoed
         huge = pool.submit(run, [*SAMPLE, "--checkpoint", str(run_dir), "--prompt", "x", "--seed", "9" * 23])
-        return ok.result(), untrained.result(), huge.result()
+        return ok.result(), missing.result(), huge.result()
 
 
 def test_cli_end_to_end(cli, loaded):
@@ -339,10 +349,10 @@ def test_cli_end_to_end(cli, loaded):
 
 
 def test_cli_error_is_one_line_and_exit_2(cli):
-    untrained = cli[1]
-    err = untrained.stderr.decode()
-    assert untrained.returncode == 2 and untrained.stdout == b""
-    assert err.startswith("error: ") and err.count("\n") == 1 and "bash demo.sh" in err
+    missing = cli[1]
+    err = missing.stderr.decode()
+    assert missing.returncode == 2 and missing.stdout == b""
+    assert err.startswith("error: ") and err.count("\n") == 1 and "no checkpoint here" in err
 
 
 def test_cli_refuses_a_seed_torch_cannot_take_before_any_output(cli):
@@ -350,3 +360,16 @@ def test_cli_refuses_a_seed_torch_cannot_take_before_any_output(cli):
     err = huge_seed.stderr.decode()
     assert huge_seed.returncode == 2 and huge_seed.stdout == b""  # not even the prompt
     assert err.startswith("error: --seed must be an integer in [0, 2**63)") and err.count("\n") == 1
+
+
+def test_without_a_checkpoint_the_demo_model_is_found_here_or_beside_sample_py(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    project = tmp_path.resolve() / "project"
+    monkeypatch.setattr(sample, "__file__", str(project / "sample.py"))
+    with pytest.raises(ValueError, match=r"no trained model in out/tiny yet: train one with `bash demo.sh`"):
+        sample.resolve_checkpoint(None)
+    (project / "out" / "tiny").mkdir(parents=True)  # demo.sh run from elsewhere: beside the scripts
+    assert sample.resolve_checkpoint(None) == str(project / "out" / "tiny")
+    (tmp_path / "out" / "tiny").mkdir(parents=True)  # `python train.py tiny` run here
+    assert sample.resolve_checkpoint(None) == "out/tiny"
+    assert sample.resolve_checkpoint("mine") == "mine"
