@@ -1,4 +1,4 @@
-"""Stage 1 of the pipeline: a byte-level BPE tokenizer trained on the code corpus (book ch.10).
+"""The tokenizer stage: a byte-level BPE trained on the code corpus (book ch.10), used by data.py.
 
 Data flow:  files --read_texts--> documents (str) --regex pre-tokenizer--> word counts
             --incremental merges--> ranks {token bytes: id} --> tokenizer.bpe (JSON)

@@ -215,8 +215,9 @@ def with_named_size(cfg) -> TrainConfig:
 
 
 def config_path(arg) -> Path:
-    """A .py file, or one of ours: `tiny`, `configs/xl.py` and the habit `config/xl.py` name configs/xl.py
-    from any folder. Any other missing path is an error, not silently another file of the same name."""
+    """A .py file, or one of ours: `tiny`, `configs/xl.py` and nanoGPT's spelling `config/xl.py` name
+    configs/xl.py from any folder. Any other missing path is an error, not silently another file of the
+    same name."""
     path = Path(arg)
     if path.suffix == ".py" and path.is_file():
         return path.resolve()
