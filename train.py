@@ -38,10 +38,12 @@ Run folder (out_dir):
 import ctypes
 import difflib
 import importlib.util
+import inspect
 import io
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -79,41 +81,40 @@ class TrainConfig:
     data_dir: str = "out/stdlib"  # a dataset made by `python data.py prepare`
     out_dir: str = "out/run"  # the run folder
     resume: bool = False  # continue from out_dir/latest
-    # model: a named GPT-2 size ("gpt2" ... "gpt2-xl"), or "" for n_layer / n_head / n_embd
-    model: str = ""
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
+    model: str = ""  # a named size ("gpt2" ... "gpt2-xl"), or "" for n_layer, n_head and n_embd
+    n_layer: int = 12  # transformer blocks
+    n_head: int = 12  # attention heads per block
+    n_embd: int = 768  # width of the residual stream
     context: int = 1024  # tokens per sequence; the vocabulary comes from the dataset's tokenizer
-    dropout: float = 0.0
+    dropout: float = 0.0  # on embeddings, attention weights and residual branches
     checkpointing: bool = False  # activation checkpointing: recompute block activations in backward
     # optimisation: one step sees batch_size * grad_accum * world_size sequences
     batch_size: int = 8  # sequences per process and micro-step
-    grad_accum: int = 1
-    max_steps: int = 10_000
-    lr: float = 5e-4
+    grad_accum: int = 1  # micro-steps per optimizer step
+    max_steps: int = 10_000  # optimizer steps in all
+    lr: float = 5e-4  # the peak learning rate, reached at the end of the warmup
     min_lr: float = 0.0  # where the decay ends
-    warmup_steps: int = 1_000
+    warmup_steps: int = 1_000  # steps of linear warmup from 0
     schedule: Literal["cosine", "linear", "constant"] = "cosine"  # the decay after the linear warmup
-    weight_decay: float = 0.1
+    weight_decay: float = 0.1  # AdamW's, on weight matrices and embeddings only
     beta2: float = 0.999  # AdamW's second-moment decay (beta1 is 0.9)
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping (the norm is logged either way)
     keytoken_alpha: float = 0.0  # > 0: the HF course's keytoken-weighted loss with this alpha
     skip_nonfinite: bool = False  # skip (and count) steps with a non-finite loss or grad norm, not stop
-    # precision and speed; dtype auto is bf16 on GPUs that have it, else fp16, and fp32 on CPUs
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    # precision and speed; dtype auto is bf16 on GPUs that have it, else fp16
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # auto: half on GPUs, fp32 on CPUs
     compile: bool = False  # torch.compile the training model
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = 1
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when there is one
+    seed: int = 1  # the model's initialisation, the data order and dropout
     # evaluation, logging, checkpoints
-    eval_interval: int = 500
+    eval_interval: int = 500  # steps between evaluations
     eval_tokens: int = 1_000_000  # validation tokens per evaluation, over fixed windows
-    log_interval: int = 10
-    save_interval: int = 1_000
+    log_interval: int = 10  # steps between logged losses
+    save_interval: int = 1_000  # steps between checkpoints
     keep_last: int = 3  # checkpoint folders kept; 0 keeps all
-    tensorboard: bool = False  # each used only if installed
-    wandb: bool = False
-    wandb_project: str = "codeparrot"
+    tensorboard: bool = False  # log to TensorBoard too, if installed
+    wandb: bool = False  # log to Weights & Biases too, if installed
+    wandb_project: str = "codeparrot"  # the W&B project
 
 
 POSITIVE = "lr batch_size grad_accum max_steps context eval_interval eval_tokens log_interval save_interval"
@@ -996,12 +997,19 @@ def run_steps(run, log, val, bytes_per_token) -> tuple[dict, int]:
     return result, (caught or [signal.SIGTERM])[0] if stopped else 0  # another rank may have been signalled
 
 
+def knob_comments() -> dict[str, str]:
+    """Each TrainConfig field's comment in this file, for --help: one place says what a knob means."""
+    lines = inspect.getsource(TrainConfig).splitlines()
+    return {m[1]: m[2] for line in lines if (m := re.match(r"    (\w+): [^#]+# (.+)", line))}
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if {"-h", "--help"} & set(argv):  # the knobs as the rest of the command line would set them
         cfg = load_config([a for a in argv if a not in ("-h", "--help")])
         print(__doc__ + "\nusage: train.py [CONFIG] [--key=value ...]; the knobs, as this command sets them:")
-        return print("\n".join(f"  --{k}={v!r}" for k, v in asdict(cfg).items()))
+        notes = knob_comments()
+        return print("\n".join(f"  --{k}={v!r}".ljust(30) + notes[k] for k, v in asdict(cfg).items()))
     stopped = train(load_config(argv))["stopped"]
     if stopped:  # scripts and schedulers see that the run did not finish
         die_of(stopped)

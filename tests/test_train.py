@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -171,6 +172,10 @@ def test_help_after_a_config_name_shows_its_values(capsys):
     out = capsys.readouterr().out
     assert "usage: train.py [CONFIG] [--key=value ...]" in out
     assert "--max_steps=150000" in out and "--lr=0.0001" in out  # small.py's, and the override
+    knobs = out[out.index("usage:") :].splitlines()[1:]
+    assert len(knobs) == len(train.fields(train.TrainConfig))  # each with what it means, from its comment
+    assert all(re.fullmatch(r"  --\w+=\S+ +\S.*", line) for line in knobs), knobs
+    assert any(line.endswith("AdamW's second-moment decay (beta1 is 0.9)") for line in knobs)
 
 
 def test_help_into_a_closed_pipe_ends_quietly():
