@@ -57,12 +57,15 @@ def write_shard(path, tokens, vocab_size, doc_end=0, doc_offset=0):
     # Not bpe.write_atomic: two writes rather than one 200 MB bytes object, and an fsync, because a resumed
     # prepare takes every shard on disk as complete, also after a power cut.
     tmp = Path(f"{path}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(header.tobytes())
-        f.write(np.asarray(tokens, dtype="<u2").tobytes())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(header.tobytes())
+            f.write(np.asarray(tokens, dtype="<u2").tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left when writing failed (a full disk: up to 200 MB back)
 
 
 def read_header(path):
@@ -303,7 +306,8 @@ def claim_out_dir(out_dir, recipe, overwrite):
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir}: is a file; a dataset is a directory")
     meta_path = out_dir / "meta.json"
-    ours = dataset_files(out_dir)
+    # not the .tmp files a write cut short by a crash leaves: the rerun writes over them
+    ours = [p for p in dataset_files(out_dir) if not p.name.endswith(".tmp")]
     # meta.json is written first of all: without it, a tokenizer.bpe is someone else's (a checkpoint's)
     if not meta_path.exists() and (foreign := [p.name for p in ours if not p.name.startswith("meta.json")]):
         raise ValueError(f"--out {out_dir}: holds {foreign[0]} but no meta.json, so it is no dataset of "
@@ -460,7 +464,11 @@ def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options)
         if meta := complete_meta(out_dir, recipe, overwrite):  # another prepare made it while we read
             return meta
         if overwrite:  # only our own files: --out may hold other things
-            for p in dataset_files(out_dir):
+            # meta.json goes last, first marked unfinished (with no recipe, so nothing is reused): a crash
+            # while deleting leaves a folder that this command takes again, not one refused as foreign
+            if (out_dir / "meta.json").is_file():
+                write_json(out_dir / "meta.json", {"complete": False})
+            for p in sorted(dataset_files(out_dir), key=lambda p: p.name == "meta.json"):
                 p.unlink()
         write_json(out_dir / "meta.json", {**recipe, "complete": False})
         tok = install_tokenizer(out_dir, opts, given, sample, progress)

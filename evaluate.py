@@ -62,12 +62,19 @@ CODEPARROT = {"CodeParrot 1.5B": {1: 3.99, 10: 8.69, 100: 17.88}}
 # PYTHON* variables and the user's site; -S skips site-packages (HumanEval needs only the standard
 # library), which also makes the interpreter start several times faster.
 BOOT = r"""
-import os, resource, sys
+import ctypes, os, resource, sys
+def die_with(parent):  # SIGKILL when the parent ends (PR_SET_PDEATHSIG), a kill -9 of the harness too
+    ctypes.CDLL(None).prctl(1, 9)
+    if os.getppid() != parent:  # it ended before prctl
+        os._exit(137)
+die_with(int(sys.argv[3]))
 source = sys.stdin.buffer.read()  # bytes: compile() reads them as UTF-8, whatever the locale
+shim = os.getpid()
 child = os.fork()
 if child:  # a throwaway shim is the program's parent: "kill my parent" kills only this
     code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
     os._exit(code if code >= 0 else 128 - code)
+die_with(shim)
 cpu, memory = int(sys.argv[1]), int(sys.argv[2])
 for limit, value in ((resource.RLIMIT_CPU, cpu), (resource.RLIMIT_AS, memory),
                      (resource.RLIMIT_FSIZE, 1 << 24), (resource.RLIMIT_NPROC, 0)):
@@ -143,7 +150,8 @@ def run_program(program: str, timeout: float) -> str:
         # (RLIMIT_FSIZE stops it) nor block it.
         with open(Path(tmp) / "output.txt", "w+b") as out:
             # -u: unbuffered, so a failing program's traceback comes last, after whatever it printed
-            argv = [sys.executable, "-I", "-S", "-u", "-c", BOOT, str(math.ceil(timeout) + 1), str(MEMORY)]
+            limits = [str(math.ceil(timeout) + 1), str(MEMORY), str(os.getpid())]  # BOOT's sys.argv[1:]
+            argv = [sys.executable, "-I", "-S", "-u", "-c", BOOT, *limits]
             pipes = dict(stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT)
             # Its own session: one killpg reaches everything it started. A bare env: no secrets leak in.
             proc = subprocess.Popen(argv, **pipes, cwd=tmp, env={"PATH": os.defpath}, start_new_session=True)

@@ -341,8 +341,12 @@ class GPT(nn.Module):
         tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        (tmp / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
-        save_file(state, tmp / WEIGHT_FILES[0], metadata={"format": "pt"})
+        try:
+            (tmp / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+            save_file(state, tmp / WEIGHT_FILES[0], metadata={"format": "pt"})
+        except BaseException:  # a full disk: give back what was written
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if path.is_dir():
             for f in tmp.iterdir():
                 os.replace(f, path / f.name)

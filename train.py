@@ -541,8 +541,10 @@ def save_checkpoint(run):
         write_atomic(out / "latest", final.name + "\n")
         if run.cfg.keep_last > 0:  # names sort by step; newer ones, left by rolling `latest` back, are kept
             done = sorted(p for p in out.glob("ckpt-*[0-9]") if p.name <= final.name)
-            for old in done[: -run.cfg.keep_last]:
-                shutil.rmtree(old)
+            for old in done[: -run.cfg.keep_last]:  # renamed first: a crash mid-delete leaves a stale .tmp
+                doomed = old.with_name(old.name + ".tmp")
+                os.replace(old, doomed)
+                shutil.rmtree(doomed)
     if run.world > 1:
         dist.barrier()  # nobody runs ahead (or exits) before the checkpoint is complete
 
@@ -649,14 +651,17 @@ def checkpoint_to_resume(cfg) -> Path | None:
     entries = out.iterdir() if out.is_dir() else []
     others = [p.name for p in entries if p.name not in ours and not p.match("ckpt-*.tmp*")]
     ours_saved = has_checkpoint or any(name.startswith("ckpt-") for name in others)
+    # a crash between a first checkpoint's rename and `latest` leaves the folder, complete, and no `latest`
+    saved = sorted(name for name in others if name.startswith("ckpt-"))
+    name_it = f"write {saved[-1]!r} into {out / 'latest'}" if saved and not has_checkpoint else ""
     if ours_saved and not cfg.resume:
-        raise ValueError(f"{out} already holds a run; continue it with --resume or choose another --out_dir")
+        continue_it = f"{name_it}, then continue it with --resume" if name_it else "continue it with --resume"
+        raise ValueError(f"{out} already holds a run; {continue_it} or choose another --out_dir")
     if others and not ours_saved:  # a dataset or a model folder, say: --resume would not help
         raise ValueError(f"{out} holds other files ({', '.join(sorted(others)[:3])}), no run of train.py's; "
                          "choose another --out_dir")  # fmt: skip
     if cfg.resume and not has_checkpoint:
-        saved = sorted(name for name in others if name.startswith("ckpt-"))
-        fix = f"write {saved[-1]!r} into {out / 'latest'}" if saved else "drop --resume to start fresh"
+        fix = name_it or "drop --resume to start fresh"
         raise ValueError(f"{out}: no checkpoint to resume (no `latest` file); {fix}")
     return latest_checkpoint(out) if cfg.resume else None
 

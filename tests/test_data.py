@@ -441,6 +441,7 @@ def test_a_shard_appears_only_when_complete(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         data.write_shard(tmp_path / "train_000000.bin", [1, 2, 3], 300)
     assert not (tmp_path / "train_000000.bin").exists()  # a resumed prepare would take it as complete
+    assert not list(tmp_path.glob("*.tmp"))  # nor is the space of the part written kept (a full disk)
 
 
 def test_prepare_blames_what_the_user_can_fix(tmp_path):
@@ -548,3 +549,44 @@ def test_meta_lacking_a_key_is_one_line_exit_2(tmp_path):
         ValueError, match=f"dataset format version 0, this code reads {data.VERSION}; rebuild"
     ):
         data.load_meta(path)
+
+
+class Crash(BaseException):
+    """A kill -9 stand-in: nothing after it runs, and no `except Exception` of ours catches it."""
+
+
+def test_a_crash_while_overwrite_deletes_the_old_dataset_is_taken_again(tmp_path, monkeypatch):
+    sources = write_corpus(tmp_path / "src")
+    kw = {"min_size": 0, "vocab_size": 300, "valid_share": 0.2, "shard_tokens": 2000, "progress": False}
+    out = tmp_path / "ds"
+    data.prepare(out, sources, **kw)
+    unlink = Path.unlink
+
+    def killed(path, missing_ok=False):
+        if path.name == "valid_000000.bin":  # the old dataset is half deleted when the process dies
+            raise Crash
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", killed)
+    with pytest.raises(Crash):
+        data.prepare(out, sources, overwrite=True, **{**kw, "valid_share": 0.5})
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="incomplete"):  # readers refuse what is left
+        data.load_meta(out)
+    with pytest.raises(ValueError, match="pass --overwrite"):  # and a rerun without --overwrite says how
+        data.prepare(out, sources, **{**kw, "valid_share": 0.5})
+    again = data.prepare(out, sources, overwrite=True, **{**kw, "valid_share": 0.5})  # the same command
+    fresh = data.prepare(tmp_path / "fresh", sources, **{**kw, "valid_share": 0.5})
+    assert again == fresh
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {
+        p.name: p.read_bytes() for p in (tmp_path / "fresh").iterdir()
+    }
+
+
+def test_a_meta_json_cut_short_by_a_crash_does_not_block_the_rerun(tmp_path):
+    sources = write_corpus(tmp_path / "src")
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "meta.json.tmp").write_text('{"sources": [')  # the first write_json, killed mid-write
+    meta = data.prepare(out, sources, min_size=0, vocab_size=300, progress=False)
+    assert meta == data.load_meta(out) and not list(out.glob("*.tmp"))

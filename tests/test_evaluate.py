@@ -2,10 +2,13 @@
 hostile completions, estimates pass@k as Chen et al. do; perplexity and bits per byte; the CLI."""
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import math
 import os
+import select
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -387,3 +390,26 @@ def test_a_problem_field_that_is_not_a_non_empty_string_is_refused_up_front(tmp_
     (tmp_path / "p.jsonl").write_text(f"{good}\n{json.dumps({**json.loads(good), field: value})}\n")
     with pytest.raises(ValueError, match=f"p.jsonl:2: {field} must be a non-empty string"):
         evaluate.load_problems(tmp_path / "p.jsonl")
+
+
+def test_a_killed_harness_takes_its_running_programs_along(tmp_path):
+    """kill -9 of evaluate.py while a program runs: the program (in its own session, for killpg) must not
+    live on, orphaned, until its own end, which for a sleeping one may be never."""
+    fifo = tmp_path / "pid"
+    os.mkfifo(fifo)
+    program = f"import os, time\nopen({str(fifo)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n"
+    harness = f"import evaluate\nevaluate.run_program({program!r}, 600)"
+    proc = subprocess.Popen([sys.executable, "-c", harness], cwd=ROOT)
+    pid = int(fifo.read_text())  # blocks until the program runs
+    proc.kill()
+    proc.wait()
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # gone already
+    try:
+        assert select.select([pidfd], [], [], 30)[0], "the program outlived the killed harness"
+    finally:
+        os.close(pidfd)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

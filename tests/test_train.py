@@ -18,7 +18,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file
+from test_data import Crash
 
 import data
 import model as model_module
@@ -876,3 +878,45 @@ def test_keytoken_loss_in_the_loop(dataset, tmp_path, capsys):
     train.train(config(tmp_path / "ds", tmp_path / "plain_ds", max_steps=2))
     assert logged(tmp_path / "key")[1] > logged(tmp_path / "plain_ds")[1]  # same weights, samples weighted up
     assert "are not single tokens; not counted" in capsys.readouterr().out  # "sk" is not, here
+
+
+def test_a_crash_while_pruning_leaves_no_partial_checkpoint(dataset, tmp_path, monkeypatch):
+    rmtree, run = shutil.rmtree, tmp_path / "run"
+
+    def killed(path, ignore_errors=False):
+        if ignore_errors:
+            return rmtree(path, ignore_errors=True)
+        (Path(path) / "train_state.pt").unlink()  # part of the old checkpoint is gone when the process dies
+        raise Crash
+
+    monkeypatch.setattr(shutil, "rmtree", killed)
+    with pytest.raises(Crash):
+        train.train(config(dataset, run, max_steps=3, save_interval=1, keep_last=1))
+    monkeypatch.undo()
+    assert (run / "latest").read_text().strip() == "ckpt-0000002"
+    for folder in run.glob("ckpt-*[0-9]"):  # whatever is named as a checkpoint is a whole one
+        assert (folder / "train_state.pt").is_file(), folder.name
+    train.train(config(dataset, run, max_steps=3, save_interval=1, keep_last=1, resume=True))
+    assert sorted(p.name for p in run.glob("ckpt-*")) == ["ckpt-0000003"]
+
+
+def test_a_crash_before_the_first_latest_says_in_one_line_how_to_go_on(dataset, tmp_path):
+    run = tmp_path / "run"
+    train.train(config(dataset, run, max_steps=1, save_interval=1))
+    (run / "latest").unlink()  # killed between the first save's rename and `latest`
+    (run / "latest.tmp").write_text("ckpt-00")
+    fix = r"already holds a run; write 'ckpt-0000001' into .*latest, then continue it with --resume"
+    with pytest.raises(ValueError, match=fix):
+        train.train(config(dataset, run, max_steps=2))
+    (run / "latest").write_text("ckpt-0000001\n")  # as it says
+    assert train.train(config(dataset, run, max_steps=2, resume=True))["step"] == 2
+
+
+def test_a_weights_file_the_disk_cannot_take_leaves_no_temporary_folder(dataset, tmp_path, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(model_module, "save_file", full_disk)
+    with pytest.raises(OSError, match=r"0000002.tmp: could not be written .*No space left"):
+        train.train(config(dataset, tmp_path / "run", max_steps=2, save_interval=2))
+    assert not list((tmp_path / "run").glob("*.tmp*"))  # the space of what was written is given back
