@@ -940,6 +940,36 @@ def failed_ranks(failed, rank, world, device) -> list[int]:
     return flags.nonzero().flatten().tolist()
 
 
+def rank_0_config(cfg, world) -> dict | None:
+    """Rank 0's config (None where its command line was refused), sent to every rank. The first collective
+    of every rank, the ones that failed to read their config included (fail_with_the_others)."""
+    sent = [asdict(cfg) if cfg else None]
+    if world > 1:
+        dist.broadcast_object_list(sent, src=0)
+    return sent[0]
+
+
+def check_same_config(cfg, theirs):
+    """Every node must run the same command: with another lr on one node its replica drifts silently away
+    from rank 0's, the one saved; with another max_steps or save_interval the collectives stop matching.
+    The paths may differ (a node may mount the files elsewhere): what is there is checked on each rank."""
+    mine = {key: value for key, value in asdict(cfg).items() if key not in ("data_dir", "out_dir")}
+    differ = [key for key, value in mine.items() if theirs is not None and theirs[key] != value]
+    if differ:
+        what = ", ".join(f"{key}={getattr(cfg, key)!r} here, {theirs[key]!r} there" for key in differ[:3])
+        raise ValueError(f"the config differs from rank 0's ({what}); run the same command on every node")
+
+
+def fail_with_the_others(error):
+    """A config error on some ranks only (one node's command line) would leave the others waiting for this
+    rank at the process group's start until torch's timeout (30 min on CPUs): join the group with the
+    default config and fail the first set-up agreement, so every rank stops now and rank 0 names this one."""
+    rank, world, device = setup_distributed(TrainConfig())
+    rank_0_config(None, world)  # train_on's first collective
+    with agreed(rank, world, device):
+        raise error
+
+
 def train_on(cfg, rank, world, device) -> dict:
     """Set up, run the steps, then draw the loss curve; the run folder's lock and rank 0's outputs are
     released however it ends.
@@ -948,8 +978,10 @@ def train_on(cfg, rank, world, device) -> dict:
     dataset, the checkpoint) and builds its model, then rank 0 alone writes (the run folder). A mistake
     found in round one, on any rank, so ends every rank before anything is written."""
     out, lock, log = Path(cfg.out_dir), None, None
+    theirs = rank_0_config(cfg, world)
     try:
         with agreed(rank, world, device):  # no collective in here: a rank that failed would never join it
+            check_same_config(cfg, theirs)
             meta = load_meta(cfg.data_dir)
             val = val_batches(cfg.data_dir, cfg.batch_size, cfg.context, cfg.eval_tokens, rank, world, device)
             val = list(val)  # read now, inside the agreement: a missing shard fails here
@@ -1015,7 +1047,13 @@ def main(argv=None):
         print(__doc__ + "\nusage: train.py [CONFIG] [--key=value ...]; the knobs, as this command sets them:")
         notes = knob_comments()
         return print("\n".join(f"  --{k}={v!r}".ljust(30) + notes[k] for k, v in asdict(cfg).items()))
-    stopped = train(load_config(argv))["stopped"]
+    try:
+        cfg = load_config(argv)
+    except ValueError as e:
+        if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # the other ranks wait for this one to join them
+            fail_with_the_others(e)
+        raise
+    stopped = train(cfg)["stopped"]
     if stopped:  # scripts and schedulers see that the run did not finish
         die_of(stopped)
 

@@ -459,6 +459,36 @@ def test_a_set_up_error_on_rank_1_is_named_by_rank_0_and_nothing_is_written(data
     assert not (tmp_path / "run").exists()  # rank 0 writes only once every rank is set up
 
 
+RANK_1_ARGS = """
+import os, runpy, sys
+if os.environ["RANK"] == "1":  # as on a node whose command line differs
+    sys.argv += os.environ["RANK_1_ARGS"].split()
+sys.path.insert(0, os.getcwd())  # train.py's folder, for its imports
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize(
+    "rank_1_args, message",
+    [
+        ("--learnin_rate=0.01", "error on rank 1: command line: unknown config key 'learnin_rate'"),
+        ("--lr=0.01", "error on rank 1: the config differs from rank 0's (lr=0.01 here, 0.003 there)"),
+    ],
+)
+def test_a_command_that_differs_on_one_node_stops_every_rank(dataset, tmp_path, rank_1_args, message):
+    """An unknown key on one node left the others waiting at the group's start for torch's timeout; another
+    value (lr) trained a replica that drifted from rank 0's, silently."""
+    (tmp_path / "rank_1_args.py").write_text(RANK_1_ARGS)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += [str(tmp_path / "rank_1_args.py"), *cli(config(dataset, tmp_path / "run"))]
+    env = ENV | {"RANK_1_ARGS": rank_1_args}
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.count(message) == 1, errors(result)
+    assert result.stderr.count("error: set-up failed on rank 1: see its error above") == 1, errors(result)
+    assert not (tmp_path / "run").exists()  # stopped before rank 0 wrote anything
+
+
 def test_resume_is_exact_and_checkpoints_are_complete(dataset, tmp_path):
     # constant after warmup, so a 4-step run is the first half of the 8-step one; dropout tests RNG restore
     knobs = dict(schedule="constant", warmup_steps=6, dropout=0.1, save_interval=3, keep_last=2)
