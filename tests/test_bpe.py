@@ -429,3 +429,42 @@ def test_run_cli_ends_a_mistake_in_exit_2_and_ctrl_c_as_ctrl_c_does():
         cmd = [sys.executable, "-c", script.format(error)]
         result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert (result.returncode, result.stderr) == (code, line + "\n")
+
+
+def test_read_texts_skips_directories_named_like_files_and_finds_indented_arrays(tmp_path):
+    (tmp_path / "pkg" / "odd.py").mkdir(parents=True)  # a folder whose name matches the glob
+    (tmp_path / "pkg" / "odd.py" / "inner.py").write_text("x = 1\n")
+    assert list(bpe.read_texts(tmp_path / "pkg")) == ["x = 1\n"]
+    (tmp_path / "array.json").write_text('  [{"content": "a"},\n {"content": "b"}\n]\n')
+    with pytest.raises(ValueError, match="array.json: a JSON array, not JSON Lines"):
+        list(bpe.read_texts([tmp_path / "array.json"]))
+
+
+def test_an_empty_token_is_refused():
+    ranks = {bytes([b]): b for b in range(256)} | {b"": 256}
+    with pytest.raises(ValueError, match="a token is empty"):
+        bpe.Tokenizer(ranks)
+
+
+def test_first_mb_counts_millions_of_characters():
+    docs = ["a" * 600_000, "b" * 600_000, "c" * 10]
+    assert bpe.first_mb(iter(docs), 1) == docs[:2]  # up to about 1M characters: the one crossing it too
+    assert bpe.first_mb(iter(docs), 2) == docs
+
+
+def test_hf_merges_without_a_version_line_load_alike(tok, tmp_path):
+    tok.save_hf(tmp_path)
+    merges = (tmp_path / "merges.txt").read_text().splitlines()
+    assert merges[0].startswith("#version")
+    (tmp_path / "merges.txt").write_text("\n".join(merges[1:]) + "\n")  # hand-written files may lack it
+    back = bpe.Tokenizer.load(tmp_path)
+    assert (back.ranks, back.special_tokens) == (tok.ranks, tok.special_tokens)
+
+
+def test_cli_train_takes_min_frequency_0(tmp_path):
+    """0 and 1 both let any pair merge, as in HF's BpeTrainer, whose default is 0."""
+    (tmp_path / "a.py").write_text("def f(x):\n    return x\n" * 3)
+    out = tmp_path / "tok.bpe"
+    bpe.main(["train", "--input", str(tmp_path / "a.py"), "--vocab-size", "260", "--out", str(out),
+              "--min-frequency", "0"])  # fmt: skip
+    assert bpe.Tokenizer.load(out).vocab_size == 260

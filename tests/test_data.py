@@ -590,3 +590,91 @@ def test_a_meta_json_cut_short_by_a_crash_does_not_block_the_rerun(tmp_path):
     (out / "meta.json.tmp").write_text('{"sources": [')  # the first write_json, killed mid-write
     meta = data.prepare(out, sources, min_size=0, vocab_size=300, progress=False)
     assert meta == data.load_meta(out) and not list(out.glob("*.tmp"))
+
+
+def test_each_filter_keeps_its_boundary():
+    """The book's size BETWEEN 1024 AND 1048575 and CodeParrot's thresholds (mean line > 100, longest line
+    > 1000, alphanumeric share < 0.25 are dropped): a file exactly at a threshold is kept."""
+    good = code("ok")
+    assert data.drop_reason(good, 1024, data.Options()) is None
+    assert data.drop_reason(good, 1023, data.Options()) == "size"
+    mean_100 = ("x" * 100 + "\n") * 20
+    assert data.drop_reason(mean_100, 1, opts()) is None
+    assert data.drop_reason(mean_100 + "x" * 101 + "\n", 1, opts()) == "mean_line"
+    line_1000 = good + "y = '" + "z" * 994 + "'\n"  # a line of exactly 1,000 characters
+    assert max(map(len, line_1000.splitlines())) == 1000
+    assert data.drop_reason(line_1000, 1, opts()) is None
+    quarter = "ab+-/*()"  # 2 of 8 characters alphanumeric: exactly 0.25
+    assert data.drop_reason(quarter * 10, 1, opts()) is None
+    assert data.drop_reason(quarter * 10 + "-", 1, opts()) == "alnum"
+
+
+def test_a_vocabulary_of_exactly_65536_fits_the_shards(tmp_path):
+    data.make_recipe([tmp_path], {"vocab_size": 1 << 16})  # ids 0..65535 fit uint16: accepted
+    with pytest.raises(ValueError, match="65,536"):
+        data.make_recipe([tmp_path], {"vocab_size": (1 << 16) + 1})
+    ranks = {bytes([b]): b for b in range(256)}
+    pairs = [bytes([a, b]) for a in range(256) for b in range(256)]
+    ranks |= {pair: 256 + i for i, pair in enumerate(pairs)}
+    ranks = {t: r for t, r in ranks.items() if r < (1 << 16) - 1}  # and <|endoftext|> as id 65535
+    big = data.bpe.Tokenizer(ranks, special_tokens={data.bpe.EOT: (1 << 16) - 1})
+    big.save(tmp_path / "big.bpe")
+    assert data.given_tokenizer(data.Options(tokenizer=str(tmp_path / "big.bpe"))).vocab_size == 1 << 16
+
+
+def test_a_shard_longer_than_its_header_says_is_refused(tmp_path):
+    path = tmp_path / "train_000000.bin"
+    data.write_shard(path, np.arange(100), 1000)
+    path.write_bytes(path.read_bytes() + b"\0\0")  # e.g. two writers appended to one file
+    with pytest.raises(ValueError, match="train_000000.bin: truncated or corrupt shard"):
+        data.open_shard(path)
+
+
+def test_a_token_equal_to_vocab_size_is_out_of_range(tmp_path):
+    path = make_dataset(tmp_path, sizes=(148,), vocab=100)  # token i at position i
+    assert data.TokenStream(path, "train").windows([0], 100)[0, -1] == 99
+    with pytest.raises(ValueError, match="token 100 >= vocab_size 100"):
+        data.TokenStream(path, "train").windows([0], 101)
+
+
+def test_loading_a_state_into_a_used_loader_continues_as_a_fresh_one_would(tmp_path):
+    path = make_dataset(tmp_path)
+    saved = data.Loader(path, "train", 2, T, seed=5)
+    for _ in range(3):
+        saved.next_batch()
+    fresh = data.Loader(path, "train", 2, T)
+    fresh.load_state_dict(saved.state_dict())
+    used = data.Loader(path, "train", 2, T)  # seed 0, its epoch-0 order already drawn
+    used.next_batch()
+    used.load_state_dict(saved.state_dict())
+    for _ in range(5):
+        assert window_ids(*used.next_batch()) == window_ids(*fresh.next_batch())
+
+
+def test_a_resumed_prepare_removes_leftover_temporary_shards(tmp_path):
+    sources = write_corpus(tmp_path / "src")
+    out = tmp_path / "ds"
+    kw = {"min_size": 0, "vocab_size": 300, "shard_tokens": 2000, "progress": False}
+    meta = data.prepare(out, sources, **kw)
+    for name in meta["shards"]["train"][-2:]:  # an interrupted run: the last shards never made it
+        (out / name).unlink()
+    (out / "meta.json").write_text(json.dumps({**meta, "complete": False}))
+    (out / "train_000099.bin.tmp").write_bytes(b"part of a shard")  # left by a kill -9 mid-write
+    assert data.prepare(out, sources, **kw) == meta
+    assert not list(out.glob("*.tmp"))
+
+
+def test_a_locked_dataset_folder_is_waited_for_not_refused(tmp_path, monkeypatch):
+    """Without timing: the first try finds the lock held, the second must be the blocking one."""
+    fcntl = pytest.importorskip("fcntl")
+    tries = []
+
+    def held_by_another(fd, operation):
+        tries.append(operation)
+        if operation & fcntl.LOCK_NB:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(fcntl, "flock", held_by_another)
+    lock = data.wait_for_lock(tmp_path)
+    lock.close()
+    assert tries == [fcntl.LOCK_EX | fcntl.LOCK_NB, fcntl.LOCK_EX]

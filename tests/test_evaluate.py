@@ -22,7 +22,7 @@ import data
 import evaluate
 import sample
 import train
-from bpe import Tokenizer
+from bpe import GPT4_PATTERN, Tokenizer
 from model import GPT, GPTConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -413,3 +413,37 @@ def test_a_killed_harness_takes_its_running_programs_along(tmp_path):
         os.close(pidfd)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_prompt_that_fills_the_context_with_its_eot_is_noted(world, capsys):
+    tok = world["tok"]
+    text = CODE * 4
+    prompt = next(text[:i] for i in range(len(text)) if len(tok.encode(text[:i].strip())) == 64)
+    problem = {"task_id": "t", "prompt": prompt, "entry_point": "f", "test": "pass"}
+    model = Scripted([byte_tokens(tok, "\n    pass\n")], tok.vocab_size)  # a context of 64 tokens
+    evaluate.generate_completions(model, tok, [problem], 1, 1, 0, max_new_tokens=4)
+    assert "note: 1 of 1 prompts are longer than the model's context of 64" in capsys.readouterr().err
+
+
+def test_max_tokens_is_the_number_of_tokens_scored(world):
+    model, tok = sample.load_model(world["run"])
+    batches, _, _ = evaluate.file_batches([world["src"]], model, tok, 4, 100, "cpu")
+    assert sum(y.numel() for _, y in batches) == 100
+
+
+def test_a_dataset_made_with_another_tokenizer_of_the_same_size_is_refused(world, tmp_path):
+    tok = world["tok"]
+    trained = Tokenizer.train([Path(json.__file__).read_text()], tok.vocab_size, processes=1, progress=False)
+    gpt4 = Tokenizer(tok.ranks, GPT4_PATTERN, tok.special_tokens)  # same tokens, other splits
+    for other in (trained, gpt4):
+        assert other.vocab_size == tok.vocab_size
+        model = GPT(GPTConfig(vocab_size=other.vocab_size, context=64, n_layer=1, n_head=1, n_embd=8))
+        with pytest.raises(ValueError, match="tokenized with another tokenizer"):
+            evaluate.dataset_batches(world["ds"], model, other, 4, None, "cpu")
+
+
+def test_a_zero_timeout_is_refused_before_generation():
+    good = dict(k="1", n=1, batch_size=1, limit=None, timeout=0.0, out="results.jsonl", max_new_tokens=8,
+                workers=None, temperature=0.2, top_p=0.95, seed=1)  # fmt: skip
+    with pytest.raises(ValueError, match="--timeout 0.0: must be above 0"):
+        evaluate.check_humaneval_args(argparse.Namespace(**good))

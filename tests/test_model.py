@@ -391,3 +391,35 @@ def test_top_p_on_a_large_vocabulary_keeps_exactly_the_nucleus():
     kept = torch.zeros(300).index_fill_(0, torch.tensor(sorted(nuclei[0])), 1.0) * peaked.softmax(-1)
     seen = torch.bincount(drawn[:20000], minlength=300) / 20000
     assert (seen - kept / kept.sum()).abs().sum() / 2 < 0.02  # total variation from the renormalised
+
+
+def test_temperature_divides_the_logits():
+    """Below 1 sharpens, above 1 flattens: token 0 has probability softmax([1, 0] / T)[0]."""
+    logits = torch.tensor([[1.0, 0.0]]).repeat(4000, 1)
+    for temperature in (0.25, 4.0):
+        drawn = sample_next(logits, temperature, None, None, torch.Generator().manual_seed(0))
+        want = torch.softmax(torch.tensor([1.0, 0.0]) / temperature, -1)[0].item()
+        assert abs((drawn == 0).float().mean().item() - want) < 0.03
+
+
+def test_stream_refuses_an_empty_prompt():
+    with pytest.raises(ValueError, match="at least one token"):
+        next(tiny_model().stream(torch.zeros(2, 0, dtype=torch.long), 3))
+
+
+def test_checkpoint_config_defaults_and_unsupported_n_inner(tmp_path):
+    # transformers' GPT2Config defaults resid_pdrop to 0.1 when config.json leaves it out
+    no_dropout_key = broken_copy(tmp_path, config_edit=lambda c: c.pop("resid_pdrop"))
+    assert GPT.from_pretrained(no_dropout_key).config.dropout == 0.1
+    with pytest.raises(ValueError, match="n_inner=64 is not supported"):
+        GPT.from_pretrained(broken_copy(tmp_path, config_edit=lambda c: c.update(n_inner=64)))
+    assert GPT.from_pretrained(broken_copy(tmp_path, config_edit=lambda c: c.update(n_inner=128))) is not None
+
+
+def test_old_transformers_masked_bias_buffers_are_skipped(tmp_path):
+    # older transformers versions saved h.N.attn.masked_bias (a scalar -1e4) beside h.N.attn.bias
+    def edit(state):
+        state.update({f"transformer.h.{i}.attn.masked_bias": torch.tensor(-1e4) for i in range(TINY.n_layer)})
+
+    loaded = GPT.from_pretrained(broken_copy(tmp_path, weights_edit=edit))
+    assert torch.equal(loaded.transformer.wte.weight, tiny_model().transformer.wte.weight)

@@ -373,3 +373,28 @@ def test_without_a_checkpoint_the_demo_model_is_found_here_or_beside_sample_py(t
     (tmp_path / "out" / "tiny").mkdir(parents=True)  # `python train.py tiny` run here
     assert sample.resolve_checkpoint(None) == "out/tiny"
     assert sample.resolve_checkpoint("mine") == "mine"
+
+
+def test_a_sample_cut_by_max_new_tokens_keeps_its_last_line_and_a_partial_character(loaded):
+    _, tok = loaded
+    line = byte_tokens(tok, "\n    x = 1")  # no newline after it: the first block's last line
+    model = Scripted([line], tok.vocab_size)
+    assert sample.complete(model, tok, "def f():", max_new_tokens=len(line), stop_at_first_block=True) == [
+        "\n    x = 1"
+    ]
+    half = byte_tokens(tok, "\n    s = 'é")[:-1]  # ends in the middle of 'é'
+    out = sample.complete(Scripted([half], tok.vocab_size), tok, "def f():", max_new_tokens=len(half))
+    assert out == ["\n    s = '\ufffd"]  # the cut character shows as U+FFFD, it is not dropped
+
+
+def test_a_prompt_file_is_used_exactly_as_given(tmp_path):
+    (tmp_path / "p.py").write_text("def f():\n    ")
+    args = sample.parse_args(["--prompt-file", str(tmp_path / "p.py")])
+    assert sample.read_prompt(args) == "def f():\n    "
+
+
+def test_a_prompt_of_exactly_the_context_is_not_noted(loaded, ckpt, capsys):
+    _, tok = loaded
+    prompt = next(CODE[:i] for i in range(len(CODE)) if len(tok.encode(CODE[:i])) == 64)
+    sample.main(["--checkpoint", str(ckpt), "--prompt", prompt, "--max-new-tokens", "1"])
+    assert "note:" not in capsys.readouterr().err
