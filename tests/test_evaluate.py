@@ -327,6 +327,18 @@ def test_perplexity_files_and_dataset_agree_on_the_same_text(world, capsys):
     assert figures[0] == pytest.approx(figures[1], rel=0.1)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_perplexity_keeps_float32_weights_under_bf16_autocast(world, capsys):
+    """As train.py evaluates: the CUDA figure is the CPU's float32 one to bf16 autocast's rounding."""
+    losses = []
+    for device in ("cpu", "cuda"):
+        evaluate.main(
+            ["perplexity", "--checkpoint", str(world["run"]), "--data", str(world["ds"]), "--device", device]
+        )
+        losses.append(float(capsys.readouterr().out.split()[1]))
+    assert losses[1] == pytest.approx(losses[0], rel=1e-2)
+
+
 @pytest.mark.parametrize(
     "args, words",
     [

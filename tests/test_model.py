@@ -80,6 +80,28 @@ def test_cached_generation_equals_recomputation(monkeypatch, prompt_len, steps, 
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_decoding_gives_the_uncached_logits(monkeypatch, device):
+    """bf16 weights, as sample.py runs on CUDA (a replayed graph there): each decode step's logits are those
+    of a forward without a cache over the same tokens, to bf16 rounding."""
+    m = tiny_model(device=device).to(torch.bfloat16)
+    idx = torch.randint(0, TINY.vocab_size, (3, 5), device=device)
+    seen = []
+
+    def greedy_and_record(logits, *args):
+        seen.append(logits.float().clone())
+        return logits.argmax(-1)
+
+    monkeypatch.setattr(model_module, "sample_next", greedy_and_record)
+    out = m.generate(idx, 8, temperature=0)  # 13 tokens: within the 16-token context, no slide
+    monkeypatch.undo()
+    with torch.no_grad():
+        full = m(out[:, :-1])[0].float()  # (3, 12, V): position 4 + k predicts new token k
+    assert len(seen) == 8
+    for k, got in enumerate(seen):
+        torch.testing.assert_close(got, full[:, 4 + k], atol=3e-2, rtol=3e-2)
+
+
 @pytest.mark.parametrize("rows", [1, 3, 32, 33])
 @pytest.mark.parametrize("n_out, bias", [(97, False), (96, True), (8, True)])  # remainder / even / too few
 def test_few_row_linear_equals_nn_linear(monkeypatch, rows, n_out, bias):

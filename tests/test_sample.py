@@ -192,8 +192,9 @@ def test_long_prompt_is_cropped_from_the_left_with_a_notice(loaded, ckpt, capsys
     last = torch.tensor([tok.encode(CODE * 3)[-64:]])  # the end of the prompt is what gets completed
     assert out == [tok.decode(model.generate(last, 8, temperature=0)[0, 64:].tolist())]
     assert capsys.readouterr().err == ""  # the commands say it, once, not the library at every prompt
+    cpu = ["--device", "cpu"]  # as `loaded`: on a GPU machine the CLI's default is CUDA in bfloat16
     sample.main(
-        ["--checkpoint", str(ckpt), "--prompt", CODE * 3, "--max-new-tokens", "8", "--temperature", "0"]
+        ["--checkpoint", str(ckpt), "--prompt", CODE * 3, "--max-new-tokens", "8", "--temperature", "0", *cpu]
     )
     printed = capsys.readouterr()
     assert (
@@ -283,7 +284,8 @@ def test_cli_streams_one_sample_from_stdin(run_dir, loaded, monkeypatch):
     out = Recorder()
     monkeypatch.setattr(sys, "stdout", out)
     monkeypatch.setattr(sys, "stdin", io.StringIO(PROMPT))
-    sample.main(["--checkpoint", str(run_dir), "--prompt", "-", "--max-new-tokens", "12", "--seed", "5"])
+    cpu = ["--device", "cpu"]  # as `loaded`: CUDA's default would draw from another generator, in bf16
+    sample.main(["--checkpoint", str(run_dir), "--prompt", "-", "--max-new-tokens", "12", "--seed=5", *cpu])
     expected = sample.complete(model, tok, PROMPT, max_new_tokens=12, seed=5)[0]
     assert out.getvalue() == PROMPT + expected + "\n"
     assert len(set(out.flushed)) > 2  # the text grew on screen step by step
@@ -294,6 +296,7 @@ def test_cli_several_samples_between_rules(run_dir, loaded, tmp_path, capsys):
     prompt_file = tmp_path / "prompt.py"
     prompt_file.write_text(PROMPT)
     args = ["--checkpoint", str(run_dir), "--prompt-file", str(prompt_file), "--num-samples", "3"]
+    args += ["--device", "cpu"]  # as `loaded`: on a GPU machine the CLI's default is CUDA in bfloat16
     sample.main([*args, "--max-new-tokens", "10", "--first-block", "--temperature", "1"])
     expected = sample.complete(
         model, tok, PROMPT, n=3, max_new_tokens=10, temperature=1, stop_at_first_block=True

@@ -299,6 +299,20 @@ def course_keytoken_weighted_loss(inputs, logits, keytoken_ids, alpha=1.0):
     return (loss_per_sample * alpha * (1.0 + weights)).mean()
 
 
+@pytest.mark.parametrize(
+    "name, tflops",
+    [("NVIDIA H100 80GB HBM3", 989), ("NVIDIA H100 PCIe", 756), ("NVIDIA H100 NVL", 835),
+     ("NVIDIA H200", 989), ("NVIDIA H200 NVL", 835), ("NVIDIA GH200 480GB", 989),
+     ("NVIDIA A100-SXM4-80GB", 312), ("NVIDIA L40S", 362), ("NVIDIA L40", 181), ("NVIDIA L4", 121),
+     ("Tesla V100-SXM2-32GB", 125), ("NVIDIA GeForce RTX 4090", None)],
+)  # fmt: skip
+def test_peak_flops_by_device_name(monkeypatch, name, tflops):
+    """MFU's denominator: the dense bf16 peak of the card torch names (no GPU needed to check the table)."""
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert train.peak_flops(torch.device("cuda", 0)) == (tflops * 1e12 if tflops else None)
+    assert train.peak_flops(torch.device("cpu")) is None
+
+
 def test_keytoken_loss_matches_the_course():
     gen = torch.Generator().manual_seed(0)
     window = torch.randint(0, 20, (4, 9), generator=gen)
@@ -892,6 +906,18 @@ def test_cuda_compiled_mixed_precision_trains_resumes_and_reports_mfu(dataset, t
     assert result["val_loss"] == pytest.approx(eager["val_loss"], rel=0.02)  # compiled == eager, to rounding
     mfu = logged(tmp_path / dtype, "mfu")
     assert mfu and all(0 < m < 1 for m in mfu.values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_compiled_checkpointed_accumulation_as_the_xl_recipe(dataset, tmp_path):
+    """configs/xl.py's combination in miniature on CUDA (activation checkpointing, accumulation, bf16,
+    torch.compile): it trains, and the compiled run ends where the eager one does, to bf16 rounding."""
+    knobs = dict(device="cuda", dtype="bfloat16", checkpointing=True, grad_accum=4, batch_size=2, context=64,
+                 max_steps=4)  # fmt: skip
+    eager = train.train(config(dataset, tmp_path / "eager", **knobs))
+    compiled = train.train(config(dataset, tmp_path / "compiled", **knobs, compile=True))
+    assert math.isfinite(compiled["val_loss"])
+    assert compiled["val_loss"] == pytest.approx(eager["val_loss"], rel=0.02)
 
 
 def test_keytoken_loss_in_the_loop(dataset, tmp_path, capsys):
