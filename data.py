@@ -431,13 +431,13 @@ def lock_folder(folder, wait=False):
 
 
 def wait_for_lock(out_dir):
-    """The dataset's lock, once no other prepare holds it: a job script that runs the same prepare on
-    every node before torchrun then builds the dataset once, and the other nodes reuse it."""
+    """The dataset's lock, once no other prepare holds it, and whether one did: a job script that runs the
+    same prepare on every node before torchrun then builds the dataset once, and the other nodes reuse it."""
     try:
-        return lock_folder(out_dir)
+        return lock_folder(out_dir), False
     except BlockingIOError:
         print(f"{out_dir} is being written by another data.py prepare; waiting for it to end", flush=True)
-        return lock_folder(out_dir, wait=True)
+        return lock_folder(out_dir, wait=True), True
 
 
 def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options):
@@ -460,8 +460,11 @@ def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options)
         print(f"note: no document fell in the valid split (--valid-share {opts.valid_share}), which "
               "train.py evaluates on: raise --valid-share or add sources")  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
-    with wait_for_lock(out_dir) or nullcontext():
-        if meta := complete_meta(out_dir, recipe, overwrite):  # another prepare made it while we read
+    lock, waited = wait_for_lock(out_dir)
+    with lock or nullcontext():
+        # another prepare made it while we read (this command on another node): reused, also with
+        # --overwrite, which replaces what was there when this command began, not what its twin just built
+        if meta := complete_meta(out_dir, recipe, overwrite and not waited):
             return meta
         if overwrite:  # only our own files: --out may hold other things
             # meta.json goes last, first marked unfinished (with no recipe, so nothing is reused): a crash
@@ -743,15 +746,14 @@ def main(argv=None):
     keywords = "comma-separated: keep only files containing one (the HF course's subset)"
     p.add_argument("--keywords", type=lambda s: tuple(filter(None, s.split(","))), default=(), help=keywords)
     for field, value in asdict(Options()).items():  # one flag per Options field; see its comments
+        if field == "keywords":  # added above: a comma-separated list
+            continue
+        if isinstance(value, bool):
+            kind, shown = {"action": argparse.BooleanOptionalAction}, "on" if value else "off"
+        else:
+            kind, shown = {"type": type(value)}, repr(value) if value != "" else "train one"  # --tokenizer
         flag = "--" + field.replace("_", "-")
-        shown = (
-            ("off", "on")[value] if isinstance(value, bool) else repr(value) if value != "" else "train one"
-        )
-        kind = (
-            {"action": argparse.BooleanOptionalAction} if isinstance(value, bool) else {"type": type(value)}
-        )
-        if field != "keywords":
-            p.add_argument(flag, **kind, default=value, help=f"{HELP[field]} (default: {shown})")
+        p.add_argument(flag, **kind, default=value, help=f"{HELP[field]} (default: {shown})")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset made with other options")
     i = commands.add_parser("inspect", help="counts and a random window decoded back to text")
     i.add_argument("dir", help="a dataset folder made by prepare")

@@ -17,7 +17,7 @@ needs() { [ "$1" -gt 1 ] || { echo "error: $2 needs a value" >&2; exit 2; }; }
 value() { local v=${1#*=}; printf '%s' "${v/#\~/$HOME}"; }  # of --key=VALUE; bash expands ~ only at a word's start
 while [ $# -gt 0 ]; do
   case "$1" in
-    -h|--help) sed -n '2,11s/^# \{0,1\}//p' "$(basename "$0")"; exit 0 ;;  # this file's opening comment
+    -h|--help) sed -n '2,/^set /s/^# \{0,1\}//p' "$(basename "$0")"; exit 0 ;;  # this file's opening comment
     --fresh) fresh=1 ;;
     --out) needs $# "$1"; out=$2; shift ;;
     --out=*) out=$(value "$1") ;;
@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
     --vocab-size) needs $# "$1"; vocab=$2; shift ;;
     --vocab-size=*) vocab=$(value "$1") ;;
     --*=*) train_args+=("$1") ;;  # the rest with '=' is train.py's
-    *) echo "error: unknown argument '$1' (see the usage line at the top of demo.sh)" >&2; exit 2 ;;
+    *) echo "error: unknown argument '$1' (see bash demo.sh --help)" >&2; exit 2 ;;
   esac
   shift
 done

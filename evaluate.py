@@ -57,11 +57,11 @@ MEMORY = 1 << 30
 # Published HumanEval scores of CodeParrot 1.5B (its model card), in percent, keyed by k.
 CODEPARROT = {"CodeParrot 1.5B": {1: 3.99, 10: 8.69, 100: 17.88}}
 
-# Runs in the sandboxed interpreter: `python -I -S -c BOOT cpu_seconds memory_bytes`, program on stdin.
-# The sentinel catches accidents; a program that searched its own code (or __main__.source) for it could
-# print it, which is one more reason this is no sandbox against an adversary (see below). -I ignores
-# PYTHON* variables and the user's site; -S skips site-packages (HumanEval needs only the standard
-# library), which also makes the interpreter start several times faster.
+# Runs in the sandboxed interpreter: `python -I -S -c BOOT cpu_seconds memory_bytes harness_pid`, the
+# program on stdin. The sentinel catches accidents; a program that searched its own code (or
+# __main__.source) for it could print it, which is one more reason this is no sandbox against an
+# adversary (see below). -I ignores PYTHON* variables and the user's site; -S skips site-packages
+# (HumanEval needs only the standard library), which also makes the interpreter start several times faster.
 BOOT = r"""
 import ctypes, os, resource, sys
 def die_with(parent):  # SIGKILL when the parent ends (PR_SET_PDEATHSIG), a kill -9 of the harness too

@@ -223,11 +223,12 @@ def resolve_checkpoint(path):
     current folder), else beside this file (demo.sh writes it there, wherever it is run from)."""
     if path is not None:
         return path
-    for run in (Path(DEFAULT_RUN), Path(__file__).resolve().parent / DEFAULT_RUN):
+    here, beside = Path(DEFAULT_RUN), Path(__file__).resolve().parent / DEFAULT_RUN
+    for run in (here, beside):
         if run.exists():
             return str(run)
     raise ValueError(
-        f"no trained model in {DEFAULT_RUN} yet: train one with `bash demo.sh` "
+        f"no trained model in {here} or {beside} yet: train one with `bash demo.sh` "
         "(or `python train.py tiny`), or pass --checkpoint PATH"
     )
 

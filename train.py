@@ -954,9 +954,10 @@ def check_same_config(cfg, theirs):
     """Every node must run the same command: with another lr on one node its replica drifts silently away
     from rank 0's, the one saved; with another max_steps or save_interval the collectives stop matching.
     The paths may differ (a node may mount the files elsewhere): what is there is checked on each rank."""
+    if theirs is None:  # rank 0's own command line was refused: the set-up agreement stops every rank
+        return
     mine = {key: value for key, value in asdict(cfg).items() if key not in ("data_dir", "out_dir")}
-    differ = [key for key, value in mine.items() if theirs is not None and theirs[key] != value]
-    if differ:
+    if differ := [key for key, value in mine.items() if theirs[key] != value]:
         what = ", ".join(f"{key}={getattr(cfg, key)!r} here, {theirs[key]!r} there" for key in differ[:3])
         raise ValueError(f"the config differs from rank 0's ({what}); run the same command on every node")
 
@@ -966,9 +967,12 @@ def fail_with_the_others(error):
     rank at the process group's start until torch's timeout (30 min on CPUs): join the group with the
     default config and fail the first set-up agreement, so every rank stops now and rank 0 names this one."""
     rank, world, device = setup_distributed(TrainConfig())
-    rank_0_config(None, world)  # train_on's first collective
-    with agreed(rank, world, device):
-        raise error
+    try:
+        rank_0_config(None, world)  # train_on's first collective
+        with agreed(rank, world, device):
+            raise error
+    finally:
+        dist.destroy_process_group()  # as train() does: NCCL warns at exit about a group left open
 
 
 def train_on(cfg, rank, world, device) -> dict:
@@ -1047,7 +1051,7 @@ def main(argv=None):
         cfg = load_config([a for a in argv if a not in ("-h", "--help")])
         print(__doc__ + "\nusage: train.py [CONFIG] [--key=value ...]; the knobs, as this command sets them:")
         notes = knob_comments()
-        return print("\n".join(f"  --{k}={v!r}".ljust(30) + notes[k] for k, v in asdict(cfg).items()))
+        return print("\n".join(f"{f'  --{k}={v!r}':29} {notes[k]}" for k, v in asdict(cfg).items()))
     try:
         cfg = load_config(argv)
     except ValueError as e:

@@ -332,11 +332,13 @@ def test_prepare_end_to_end_resume_and_refusals(tmp_path, capsys):
         data.prepare(out, sources, **kw)
 
 
-def test_a_second_prepare_into_one_folder_waits_for_the_first_then_reuses_its_dataset(tmp_path):
-    """As a job script that runs the same prepare on every node before torchrun: one builds, the rest wait."""
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_a_second_prepare_into_one_folder_waits_for_the_first_then_reuses_its_dataset(tmp_path, overwrite):
+    """As a job script that runs the same prepare on every node before torchrun: one builds, the rest wait.
+    With --overwrite too: each node must not rebuild, in turn, what the one before it has just built."""
     fcntl = pytest.importorskip("fcntl")
     sources = write_corpus(tmp_path / "src")
-    args = ["--source", *sources, "--min-size", "0", "--vocab-size", "300"]
+    args = ["--source", *sources, "--min-size", "0", "--vocab-size", "300", *overwrite]
     made, out = tmp_path / "made", tmp_path / "ds"
     data.prepare(made, sources, min_size=0, vocab_size=300, progress=False)
     out.mkdir()
@@ -675,6 +677,7 @@ def test_a_locked_dataset_folder_is_waited_for_not_refused(tmp_path, monkeypatch
             raise BlockingIOError(11, "Resource temporarily unavailable")
 
     monkeypatch.setattr(fcntl, "flock", held_by_another)
-    lock = data.wait_for_lock(tmp_path)
+    lock, waited = data.wait_for_lock(tmp_path)
     lock.close()
+    assert waited
     assert tries == [fcntl.LOCK_EX | fcntl.LOCK_NB, fcntl.LOCK_EX]

@@ -411,8 +411,12 @@ def test_a_killed_harness_takes_its_running_programs_along(tmp_path):
     os.mkfifo(fifo)
     program = f"import os, time\nopen({str(fifo)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n"
     harness = f"import evaluate\nevaluate.run_program({program!r}, 600)"
+    reader = os.open(fifo, os.O_RDWR)  # read-write: opening does not wait for a writer that may never come
     proc = subprocess.Popen([sys.executable, "-c", harness], cwd=ROOT)
-    pid = int(fifo.read_text())  # blocks until the program runs
+    started = select.select([reader], [], [], 120)[0]
+    pid = started and int(os.read(reader, 32))
+    os.close(reader)
+    assert started, "the program never ran"
     proc.kill()
     proc.wait()
     try:

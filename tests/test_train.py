@@ -178,6 +178,8 @@ def test_help_after_a_config_name_shows_its_values(capsys):
     assert len(knobs) == len(train.fields(train.TrainConfig))  # each with what it means, from its comment
     assert all(re.fullmatch(r"  --\w+=\S+ +\S.*", line) for line in knobs), knobs
     assert any(line.endswith("AdamW's second-moment decay (beta1 is 0.9)") for line in knobs)
+    train.main(["--data_dir=/scratch/datasets/codeparrot-clean", "--help"])  # wider than the column
+    assert "--data_dir='/scratch/datasets/codeparrot-clean' a dataset made" in capsys.readouterr().out
 
 
 def test_help_into_a_closed_pipe_ends_quietly():
