@@ -1054,7 +1054,7 @@ def main(argv=None):
         return print("\n".join(f"{f'  --{k}={v!r}':29} {notes[k]}" for k, v in asdict(cfg).items()))
     try:
         cfg = load_config(argv)
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # what run_cli reports as a mistake (OSError: an unreadable config)
         if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # the other ranks wait for this one to join them
             fail_with_the_others(e)
         raise
