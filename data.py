@@ -464,7 +464,7 @@ def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options)
     with lock or nullcontext():
         # another prepare made it while we read (this command on another node): reused, also with
         # --overwrite, which replaces what was there when this command began, not what its twin just built
-        if meta := complete_meta(out_dir, recipe, overwrite and not waited):
+        if meta := complete_meta(out_dir, recipe, overwrite and not waited, waited):
             return meta
         if overwrite:  # only our own files: --out may hold other things
             # meta.json goes last, first marked unfinished (with no recipe, so nothing is reused): a crash
@@ -497,13 +497,14 @@ def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options)
         return meta
 
 
-def complete_meta(out_dir, recipe, overwrite):
+def complete_meta(out_dir, recipe, overwrite, waited=False):
     """The meta of a complete dataset with this recipe in out_dir, to reuse; else None."""
     old = claim_out_dir(out_dir, recipe, overwrite)
     if not (old and old.get("complete")):
         return None
     meta = load_meta(out_dir)  # checked as readers check it: version, keys, tokenizer
-    print(f"{out_dir} is already complete; reusing it (--overwrite starts over)")
+    how = "was just made by the prepare this one waited for" if waited else "is already complete"
+    print(f"{out_dir} {how}; reusing it" + ("" if waited else " (--overwrite starts over)"))
     return meta
 
 

@@ -351,7 +351,7 @@ def test_a_second_prepare_into_one_folder_waits_for_the_first_then_reuses_its_da
         inodes = {p.name: p.stat().st_ino for p in out.iterdir()}
     stdout, stderr = second.communicate(timeout=120)
     assert waited and second.returncode == 0, stderr
-    assert "already complete; reusing it" in stdout
+    assert "was just made by the prepare this one waited for; reusing it\n" in stdout
     assert {p.name: p.stat().st_ino for p in out.iterdir()} == inodes  # nothing rewritten
 
 
