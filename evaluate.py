@@ -45,7 +45,7 @@ from tqdm import tqdm
 from bpe import Tokenizer, check_out_file, read_texts, run_cli, write_atomic
 from data import load_meta, val_batches, val_windows
 from model import check_sampling
-from sample import add_model_args, check_seed, complete, load_model_from_args
+from sample import add_model_args, check_seed, complete, load_model_from_args, prompt_ids
 from train import latest_checkpoint, perplexity_and_bpb, summed_loss
 
 FIELDS = ("task_id", "prompt", "entry_point", "test")  # what the harness reads of each problem
@@ -228,7 +228,7 @@ def generate_completions(model, tok, problems, n, batch_size, seed, **sampling):
     splits the newline-and-indent token that starts an indented line everywhere in training). The newline
     strip took off is taken off the completion's start again, so prompt + completion is the program."""
     context = model.config.context
-    if long := sum(len(tok.encode(p["prompt"].strip())) + 1 > context for p in problems):  # +1: <|endoftext|>
+    if long := sum(len(prompt_ids(tok, p["prompt"].strip(), start_of_file=True)) > context for p in problems):
         print(f"note: {long} of {len(problems)} prompts are longer than the model's context of {context} "
               f"tokens; each keeps its last {context}", file=sys.stderr)  # fmt: skip
     completions, batch = [], 0

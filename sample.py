@@ -146,11 +146,10 @@ def check_settings(prompt, n, max_new_tokens, temperature, top_k, top_p, seed):
     check_seed(seed)
 
 
-def encode_prompt(model, tokenizer, prompt, start_of_file=False) -> list[int]:
-    """The prompt's ids, the last `context` of them if there are more (the commands say so first);
-    start_of_file puts <|endoftext|> first, which precedes every training document."""
-    ids = [tokenizer.eot_token] * start_of_file + tokenizer.encode(prompt)
-    return ids[-model.config.context :]
+def prompt_ids(tokenizer, prompt, start_of_file=False) -> list[int]:
+    """The prompt's ids, all of them (the model sees the last `context`; the commands say so when there are
+    more); start_of_file puts <|endoftext|> first, which precedes every training document."""
+    return [tokenizer.eot_token] * start_of_file + tokenizer.encode(prompt)
 
 
 def visible_text(text: str, ended: bool, stop_at_first_block: bool) -> tuple[str, bool]:
@@ -172,7 +171,8 @@ def completion_steps(model, tokenizer, prompt, n=1, max_new_tokens=64, temperatu
     """After every decoding step, yield the new text of each of the n samples ('' when nothing new)."""
     check_settings(prompt, n, max_new_tokens, temperature, top_k, top_p, seed)
     device = next(model.parameters()).device
-    idx = torch.tensor([encode_prompt(model, tokenizer, prompt, start_of_file)] * n, device=device)
+    ids = prompt_ids(tokenizer, prompt, start_of_file)[-model.config.context :]
+    idx = torch.tensor([ids] * n, device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
     # A token can end mid-character (byte-level BPE); the incremental decoder keeps the partial bytes.
     decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(n)]
@@ -258,7 +258,7 @@ def main(argv=None):
     check_settings(prompt, **settings)  # before the slow part, loading the model
     args.checkpoint = resolve_checkpoint(args.checkpoint)
     model, tok = load_model_from_args(args)
-    if (length := len(tok.encode(prompt))) > (context := model.config.context):
+    if (length := len(prompt_ids(tok, prompt))) > (context := model.config.context):
         print(f"note: the prompt is {length} tokens, the model sees {context}: keeping the last {context}",
               file=sys.stderr)  # fmt: skip
     steps = completion_steps(model, tok, prompt, **settings, stop_at_first_block=args.first_block)

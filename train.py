@@ -38,12 +38,10 @@ Run folder (out_dir):
 import ctypes
 import difflib
 import importlib.util
-import inspect
 import io
 import json
 import math
 import os
-import re
 import shutil
 import signal
 import sys
@@ -69,7 +67,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from bpe import Tokenizer, die_of, run_cli, write_atomic
-from data import Loader, load_meta, lock_folder, val_batches
+from data import Loader, field_comments, load_meta, lock_folder, val_batches
 from model import GPT, WEIGHT_FILES, GPTConfig
 
 ROOT = Path(__file__).resolve().parent
@@ -650,14 +648,15 @@ def checkpoint_to_resume(cfg) -> Path | None:
     ours = {name + ".tmp" for name in RUN_FILES} | RUN_FILES
     entries = out.iterdir() if out.is_dir() else []
     others = [p.name for p in entries if p.name not in ours and not p.match("ckpt-*.tmp*")]
-    ours_saved = has_checkpoint or any(name.startswith("ckpt-") for name in others)
-    # a crash between a first checkpoint's rename and `latest` leaves the folder, complete, and no `latest`
     saved = sorted(name for name in others if name.startswith("ckpt-"))
+    # a crash between a first checkpoint's rename and `latest` leaves the folder, complete, and no `latest`
     name_it = f"write {saved[-1]!r} into {out / 'latest'}" if saved and not has_checkpoint else ""
-    if ours_saved and not cfg.resume:
-        continue_it = f"{name_it}, then continue it with --resume" if name_it else "continue it with --resume"
-        raise ValueError(f"{out} already holds a run; {continue_it} or choose another --out_dir")
-    if others and not ours_saved:  # a dataset or a model folder, say: --resume would not help
+    if (has_checkpoint or saved) and not cfg.resume:
+        then = f"{name_it}, then " if name_it else ""
+        raise ValueError(
+            f"{out} already holds a run; {then}continue it with --resume or choose another --out_dir"
+        )
+    if others and not saved and not has_checkpoint:  # a dataset or a model folder, say: --resume won't help
         raise ValueError(f"{out} holds other files ({', '.join(sorted(others)[:3])}), no run of train.py's; "
                          "choose another --out_dir")  # fmt: skip
     if cfg.resume and not has_checkpoint:
@@ -1039,18 +1038,12 @@ def run_steps(run, log, val, bytes_per_token) -> tuple[dict, int]:
     return result, (caught or [signal.SIGTERM])[0] if stopped else 0  # another rank may have been signalled
 
 
-def knob_comments() -> dict[str, str]:
-    """Each TrainConfig field's comment in this file, for --help: one place says what a knob means."""
-    lines = inspect.getsource(TrainConfig).splitlines()
-    return {m[1]: m[2] for line in lines if (m := re.match(r"    (\w+): [^#]+# (.+)", line))}
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if {"-h", "--help"} & set(argv):  # the knobs as the rest of the command line would set them
         cfg = load_config([a for a in argv if a not in ("-h", "--help")])
         print(__doc__ + "\nusage: train.py [CONFIG] [--key=value ...]; the knobs, as this command sets them:")
-        notes = knob_comments()
+        notes = field_comments(TrainConfig)
         return print("\n".join(f"{f'  --{k}={v!r}':29} {notes[k]}" for k, v in asdict(cfg).items()))
     try:
         cfg = load_config(argv)
