@@ -530,21 +530,33 @@ def check_out_file(flag, path):
 # ---------------------------------------------------------------------------------------- command line
 def run_cli(main):
     """Every script's entry point (bpe, data, train, sample, evaluate): a user's mistake, raised as a
-    ValueError or OSError, ends in one line and exit 2; Ctrl-C in one line, and then as Ctrl-C ends a
-    program (die_of); output piped into a reader that stops early (`| head`) ends quietly, as in `cat`."""
+    ValueError, OSError or MemoryError, ends in one line and exit 2; Ctrl-C in one line, and then as
+    Ctrl-C ends a program (die_of); output piped into a reader that stops early (`| head`) ends quietly,
+    as in `cat`."""
     try:
         main()
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the last flush has nowhere to go
         die_of(signal.SIGPIPE)
-    except (ValueError, OSError) as e:
-        if getattr(e, "errno", None) == errno.ENOSPC:  # torch, numpy and file writes name no file
-            e = f"{e}: free some space, then run the command again (train.py: with --resume)"
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, OSError, MemoryError) as e:
+        print(f"error: {explain(e)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         die_of(signal.SIGINT)
+
+
+def explain(error) -> str:
+    """The error's own words, plus what to do where they name no file: torch, numpy and file writes
+    raise a full disk, a file-size limit (`ulimit -f`) and a failed allocation bare."""
+    if isinstance(error, MemoryError):  # MemoryError() says nothing; numpy's says how much it wanted
+        said = f" ({error})" if str(error) else ""
+        return f"out of memory{said}: ask for less at once (fewer samples, a smaller batch or model)"
+    hint = {
+        errno.ENOSPC: ": free some space, then run the command again (train.py: with --resume)",
+        errno.EFBIG: ": a file outgrew the size limit; raise `ulimit -f`, or write to another filesystem",
+    }.get(getattr(error, "errno", None), "")
+    return f"{error}{hint}"
 
 
 def die_of(signum):

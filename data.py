@@ -276,7 +276,9 @@ def make_recipe(sources, options):
     ]:
         if not ok:
             raise ValueError(f"need {need}")
-    sources = [Path(s).resolve() for s in sources] if sources else stdlib_sources(opts.glob)
+    # realpath, not Path.resolve: on Python 3.11 a symlink loop raises RuntimeError there, while here it
+    # stays a path that read_texts reports as missing.
+    sources = [Path(os.path.realpath(s)) for s in sources] if sources else stdlib_sources(opts.glob)
     given, given_sha256 = Path(opts.tokenizer), None
     if opts.tokenizer and given.exists():  # a path, not a tiktoken name ("" is not ".")
         opts.tokenizer = str(given.resolve())

@@ -365,17 +365,26 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, args, message):
     assert last.startswith("error: ") and message in last
 
 
-def test_a_full_disk_is_one_line_that_says_what_to_do(capsys):
-    def main():  # a write as numpy or torch makes it: errno 28, and no file named
-        raise OSError(errno.ENOSPC, "No space left on device")
+@pytest.mark.parametrize(
+    "error, line",
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "[Errno 28] No space left on device: free some "
+         "space, then run the command again (train.py: with --resume)"),
+        (OSError(errno.EFBIG, "File too large"), "[Errno 27] File too large: a file outgrew the size limit; "
+         "raise `ulimit -f`, or write to another filesystem"),
+        (MemoryError(), "out of memory: ask for less at once (fewer samples, a smaller batch or model)"),
+        (MemoryError("Unable to allocate 8 TiB"), "out of memory (Unable to allocate 8 TiB): ask for less "
+         "at once (fewer samples, a smaller batch or model)"),
+    ],
+)  # fmt: skip
+def test_errors_that_name_no_file_are_one_line_that_says_what_to_do(capsys, error, line):
+    def main():  # as numpy, torch and file writes raise them: no file named
+        raise error
 
     with pytest.raises(SystemExit) as e:
         bpe.run_cli(main)
     assert e.value.code == 2
-    assert capsys.readouterr().err == (
-        "error: [Errno 28] No space left on device: free some space, then run the command again "
-        "(train.py: with --resume)\n"
-    )
+    assert capsys.readouterr().err == f"error: {line}\n"
 
 
 def test_an_output_in_a_read_only_folder_is_refused_before_the_work(tmp_path, monkeypatch):

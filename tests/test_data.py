@@ -475,6 +475,7 @@ def cli(*args, cwd=ROOT):
 
 def test_cli_errors_are_one_line_exit_2(tmp_path):
     (tmp_path / "a_file").write_text("x = 1\n" * 300)
+    (tmp_path / "loop").symlink_to("loop")  # Path.resolve raised RuntimeError on it (Python 3.11)
     result = cli("prepare", "--out", tmp_path / "o", "--source", tmp_path / "missing")
     assert result.returncode == 2 and result.stderr.startswith(f"error: {tmp_path / 'missing'}: no such file")
     assert result.stderr.count("\n") == 1  # one line, no traceback, no progress bar
@@ -490,6 +491,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
         (["prepare", "--out", tmp_path / "a_file", "--source", tmp_path / "a_file"], "is a file; a dataset"),
         (["prepare", "--out", "", "--source", tmp_path / "a_file"], "need a path, not an empty string"),
         (["prepare", "--out", tmp_path / "o", "--source", ""], "need a path, not an empty string"),
+        (["prepare", "--out", tmp_path / "o", "--source", tmp_path / "loop"], "loop: no such file"),
     ]:
         with pytest.raises(ValueError, match=re.escape(message)):
             data.main(list(map(str, args)))
