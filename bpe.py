@@ -36,6 +36,7 @@ import sys
 import zlib
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from itertools import pairwise
 from multiprocessing import get_context
 from pathlib import Path
@@ -190,7 +191,7 @@ def count_words(texts: Iterable[str], pattern: str, processes: int, progress: bo
     words = Counter()
     bar = tqdm(desc="pre-tokenize", unit="char", unit_scale=True, disable=not progress)
     # fork: workers start in milliseconds with the module already imported (spawn would re-import it)
-    with bar, get_context("fork").Pool(processes, _init_worker, (pattern,)) as pool:
+    with bar, get_context("fork").Pool(processes, _init_worker, (pattern,)) as pool, exit_on_sigterm():
         pending = deque()  # a few chunks in flight: bounded memory, unlike Pool.imap which reads ahead
         for chunk in _chunks(texts, CHUNK_CHARS):
             pending.append(pool.apply_async(_count_words, (chunk,)))
@@ -200,6 +201,18 @@ def count_words(texts: Iterable[str], pattern: str, processes: int, progress: bo
         for result in pending:
             words.update(result.get())
     return words
+
+
+@contextmanager
+def exit_on_sigterm():
+    """SIGTERM exits through the `with` blocks while this one runs, so Pool's __exit__ ends the workers.
+    Killed outright, this process would leave them sending their counts into its closed pipe, each
+    printing a BrokenPipeError traceback."""
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:

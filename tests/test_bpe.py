@@ -138,6 +138,21 @@ def test_pool_workers_leave_ctrl_c_to_the_parent():
         assert pool.apply(signal.getsignal, (signal.SIGINT,)) == signal.SIG_IGN
 
 
+def test_sigterm_while_workers_count_ends_them_without_tracebacks():
+    """Else each worker, finishing its chunk after the parent died, prints a BrokenPipeError traceback."""
+    script = (
+        "import os, signal, bpe\n"
+        "def texts():\n"
+        "    yield from ['x = 1\\n' * 200_000] * 2  # a chunk for each worker\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)  # while they count\n"
+        "    yield 'y = 2\\n'\n"
+        "bpe.count_words(texts(), bpe.GPT2_PATTERN, 2, False)\n"
+    )
+    cmd = [sys.executable, "-c", script]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (128 + signal.SIGTERM, "")
+
+
 def test_min_frequency_and_vocab_limits(texts):
     with pytest.raises(ValueError, match="only supports"):
         bpe.Tokenizer.train(texts[:2], vocab_size=30000, processes=1, progress=False)
