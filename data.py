@@ -559,6 +559,27 @@ def load_meta(data_dir):
 
 
 # ---------------------------------------------------------------- loading
+def allow_open_files(count, what):
+    """Room for `count` more open files: each memory-mapped shard keeps one (its mmap's), and a corpus of
+    ~100B tokens has 1,000 shards a split, past the usual soft limit of 1,024. Raise the soft limit up to
+    the hard one, as `ulimit -n` would; past the hard one, say so rather than fail with EMFILE mid-open."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit
+        return
+    need = count + 256  # headroom for the rest of the process: the other split, torch, NCCL's sockets
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    except (ValueError, OSError):  # over the hard limit
+        raise ValueError(
+            f"{what}, each an open file: raise `ulimit -n` to {need} (the hard limit is {hard}), "
+            "or prepare with a larger --shard-tokens"
+        ) from None
+
+
 class TokenStream:
     """The shards of one split seen as one array of tokens, read through memory maps."""
 
@@ -566,6 +587,7 @@ class TokenStream:
         meta = load_meta(data_dir)
         self.data_dir, self.vocab_size = data_dir, meta["vocab_size"]
         self.paths = [Path(data_dir) / name for name in meta["shards"][split]]
+        allow_open_files(len(self.paths), f"{data_dir}: {len(self.paths)} {split} shards")
         self.shards = [open_shard(path) for path in self.paths]
         self.ends = np.cumsum([len(s) for s in self.shards], dtype=np.int64)
         self.n_tokens = int(self.ends[-1]) if self.shards else 0

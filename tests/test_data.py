@@ -147,6 +147,27 @@ def test_loader_refuses_bad_arguments(tmp_path):
         data.Loader(tmp_path / "nothing", "train", 1, T)
 
 
+def test_a_split_of_more_shards_than_the_soft_open_file_limit_opens(tmp_path, monkeypatch):
+    """Each open shard holds a file descriptor: ~100B tokens (1,000 shards of 100M) passed a soft limit of
+    1,024 with a bare EMFILE. The soft limit is raised toward the hard one; past that, one clear line."""
+    resource = pytest.importorskip("resource")
+    path = make_dataset(tmp_path, sizes=(4,) * 100)
+
+    def over_the_hard_limit(*args):  # as a hard limit of 64 would refuse the raise
+        raise ValueError("not allowed to raise maximum limit")
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(resource, "setrlimit", over_the_hard_limit)
+            with pytest.raises(ValueError, match="100 train shards, each an open file: raise `ulimit -n` to"):
+                data.Loader(path, "train", 1, T)
+        assert data.Loader(path, "train", 1, T).n_windows == 100
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_opening_checks_the_tokenizer_against_meta(tmp_path):
     """A tokenizer.bpe lost or replaced after prepare: refused at open, before training (not at its save)."""
     path = make_dataset(tmp_path)
