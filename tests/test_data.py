@@ -137,6 +137,14 @@ def test_resume_with_another_world_size_same_global_batch(tmp_path):
         data.Loader(path, "train", 2, T, 1, 0, 2).load_state_dict(accumulating.state_dict())
 
 
+def test_the_window_order_is_numpy_permutation_s_in_the_smallest_dtype(tmp_path):
+    """One epoch's order holds an id per window: as int64, 273 MB a rank for 35B tokens at context 1,024
+    and 2.2 GB at 128. The same order (a saved loader resumes onto the same windows), in fewer bytes."""
+    loader = data.Loader(make_dataset(tmp_path, sizes=(4 * 300,)), "train", 1, T, seed=5)
+    order = loader.permutation(2)
+    assert order.itemsize == 2 and (order == np.random.default_rng([5, 2]).permutation(300)).all()
+
+
 def test_loader_refuses_bad_arguments(tmp_path):
     path = make_dataset(tmp_path, sizes=(3,))
     with pytest.raises(ValueError, match="fewer than one window"):
