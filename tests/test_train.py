@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -503,6 +504,53 @@ def test_a_command_that_differs_on_one_node_stops_every_rank(dataset, tmp_path, 
     assert result.stderr.count(message) == 1, errors(result)
     assert result.stderr.count("error: set-up failed on rank 1: see its error above") == 1, errors(result)
     assert not (tmp_path / "run").exists()  # stopped before rank 0 wrote anything
+
+
+def test_every_node_must_run_the_same_config_but_its_paths_may_differ():
+    cfg = train.TrainConfig(data_dir="/mnt/a/data", out_dir="/mnt/a/run")
+    theirs = dataclasses.asdict(dataclasses.replace(cfg, data_dir="/scratch/data", out_dir="/scratch/run"))
+    train.check_same_config(cfg, theirs)  # rank 0's node mounts the files elsewhere: fine
+    train.check_same_config(cfg, None)  # rank 0's own command line was refused: its agreement stops all
+    with pytest.raises(ValueError) as e:
+        train.check_same_config(dataclasses.replace(cfg, lr=0.01, max_steps=5), theirs)
+    assert str(e.value) == (
+        "the config differs from rank 0's (max_steps=5 here, 10000 there, lr=0.01 here, 0.0005 there); "
+        "run the same command on every node"
+    )
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ValueError("command line: unknown config key 'lr_min'"),
+        PermissionError(errno.EACCES, "Permission denied"),
+    ],
+)
+def test_a_config_error_under_torchrun_joins_the_others_failure(monkeypatch, error):
+    """A config this node cannot read (OSError) fails the other ranks' first set-up round with this one, as a
+    refused command line (ValueError) does, rather than leaving them to wait for torch's timeout."""
+    joined = []
+
+    def refused(argv):
+        raise error
+
+    monkeypatch.setattr(train, "load_config", refused)
+    monkeypatch.setattr(train, "fail_with_the_others", joined.append)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(type(error)):
+        train.main(["configs/mine.py"])
+    assert joined == [error]
+
+
+def test_a_loss_curve_with_no_point_yet_is_drawn_without_a_warning(tmp_path):
+    pytest.importorskip("matplotlib")
+    (tmp_path / "metrics.jsonl").write_text("")  # a run stopped before its first log
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train.plot_losses(tmp_path)
+    # matplotlib's "No artists with labels found to put in legend"
+    assert not [w for w in caught if "legend" in str(w.message)]
+    assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_resume_is_exact_and_checkpoints_are_complete(dataset, tmp_path):
