@@ -11,6 +11,7 @@ import select
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -409,7 +410,9 @@ def test_a_killed_harness_takes_its_running_programs_along(tmp_path):
     live on, orphaned, until its own end, which for a sleeping one may be never."""
     fifo = tmp_path / "pid"
     os.mkfifo(fifo)
-    program = f"import os, time\nopen({str(fifo)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n"
+    # it ignores SIGTERM: the harness's death must reach it as SIGKILL
+    program = "import os, signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    program += f"open({str(fifo)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n"
     harness = f"import evaluate\nevaluate.run_program({program!r}, 600)"
     reader = os.open(fifo, os.O_RDWR)  # read-write: opening does not wait for a writer that may never come
     proc = subprocess.Popen([sys.executable, "-c", harness], cwd=ROOT)
@@ -463,3 +466,54 @@ def test_a_zero_timeout_is_refused_before_generation():
                 workers=None, temperature=0.2, top_p=0.95, seed=1)  # fmt: skip
     with pytest.raises(ValueError, match="--timeout 0.0: must be above 0"):
         evaluate.check_humaneval_args(argparse.Namespace(**good))
+
+
+def test_a_program_whose_harness_is_gone_before_it_starts_does_not_run():
+    """PR_SET_PDEATHSIG comes too late for a parent that died before it was set: BOOT then sees another
+    parent than the harness it was given, and ends as a killed program would (137), without running."""
+    program = b"print('ran')\n"
+    for parent, outcome in ((os.getpid(), (0, b"ran\n")), (os.getppid(), (137, b""))):  # ours, then not
+        argv = [sys.executable, "-I", "-S", "-c", evaluate.BOOT, "10", str(evaluate.MEMORY), str(parent)]
+        result = subprocess.run(argv, input=program, capture_output=True, timeout=60)
+        assert (result.returncode, result.stdout) == outcome, result.stderr
+
+
+def test_the_default_k_needs_no_more_samples_than_the_default_n():
+    args = evaluate.parse_args(["humaneval", "--checkpoint", "out/tiny"])
+    assert (args.n, args.k) == (20, "1,10")  # pass@100 would need --n 100 (Chen et al. draw 200)
+
+
+@pytest.mark.parametrize(
+    "device, dtype, weights, autocast",
+    [
+        ("cuda:1", None, "float32", torch.bfloat16),  # any CUDA device
+        ("cuda", "bfloat16", "bfloat16", None),  # --dtype given: taken as it is
+        ("cpu", None, None, None),
+    ],
+)
+def test_perplexity_on_cuda_evaluates_float32_weights_under_bf16_autocast(
+    world, monkeypatch, device, dtype, weights, autocast
+):
+    """As train.py evaluates; the choice is checked without a GPU (the CUDA test compares the figures)."""
+    seen = {}
+
+    def load_model_from_args(args):
+        seen["dtype"] = args.dtype
+        return sample.load_model(world["run"])
+
+    def summed_loss(model, batches, autocast=contextlib.nullcontext):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # without CUDA, torch.autocast("cuda") warns and disables itself
+            seen["autocast"] = autocast()
+        return torch.tensor([2.0, 1.0])
+
+    monkeypatch.setattr(evaluate, "load_model_from_args", load_model_from_args)
+    monkeypatch.setattr(evaluate, "file_batches", lambda *args: ([], 0, 1.0))
+    monkeypatch.setattr(evaluate, "summed_loss", summed_loss)
+    argv = ["perplexity", "--checkpoint", str(world["run"]), "--data", str(world["src"]), "--device", device]
+    evaluate.main(argv + (["--dtype", dtype] if dtype else []))
+    assert seen["dtype"] == weights
+    if autocast:
+        assert (seen["autocast"].device, seen["autocast"].fast_dtype) == ("cuda", autocast)
+    else:
+        assert isinstance(seen["autocast"], contextlib.nullcontext)
