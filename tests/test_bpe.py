@@ -492,3 +492,20 @@ def test_cli_train_takes_min_frequency_0(tmp_path):
     bpe.main(["train", "--input", str(tmp_path / "a.py"), "--vocab-size", "260", "--out", str(out),
               "--min-frequency", "0"])  # fmt: skip
     assert bpe.Tokenizer.load(out).vocab_size == 260
+
+
+def test_counting_words_hands_the_sigterm_handler_back():
+    """exit_on_sigterm holds only while the workers count: train.py and the callers keep their own."""
+    before = signal.getsignal(signal.SIGTERM)
+    assert bpe.count_words(["x = 1\n"] * 3, bpe.GPT2_PATTERN, 1, False)[" ="] == 3
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_records_without_the_field_are_only_an_error_when_nothing_else_was_read(tmp_path):
+    (tmp_path / "a.py").write_text("a = 1\n")
+    (tmp_path / "other.jsonl").write_text(json.dumps({"text": "y"}) + "\n")  # another dataset's shape
+    stats = Counter()
+    assert list(bpe.read_texts([tmp_path / "a.py", tmp_path / "other.jsonl"], stats=stats)) == ["a = 1\n"]
+    assert stats["missing_field"] == 1
+    with pytest.raises(ValueError, match="other.jsonl: no record has field 'content' .1 skipped."):
+        list(bpe.read_texts([tmp_path / "other.jsonl"]))

@@ -239,6 +239,19 @@ def test_a_save_cut_short_leaves_no_half_checkpoint(tmp_path, monkeypatch):
     assert {p.name: p.read_bytes() for p in (tmp_path / "old").iterdir()} == before
 
 
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_save_cut_short_gives_back_what_it_wrote(tmp_path, monkeypatch, error):
+    """A full disk, or Ctrl-C during a 1.5B model's long write: the partial folder is deleted at once."""
+
+    def cut_short(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(model_module, "save_file", cut_short)
+    with pytest.raises(type(error)):
+        tiny_model().save_pretrained(tmp_path / "ckpt")
+    assert list(tmp_path.iterdir()) == []  # nor ckpt.tmp, with its config.json
+
+
 def test_a_checkpoint_with_nan_weights_still_loads(tmp_path):
     """A diverged run's weights: its tied head holds the same NaNs, which compare unequal to themselves."""
     m = tiny_model()
