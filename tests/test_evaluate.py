@@ -517,3 +517,12 @@ def test_perplexity_on_cuda_evaluates_float32_weights_under_bf16_autocast(
         assert (seen["autocast"].device, seen["autocast"].fast_dtype) == ("cuda", autocast)
     else:
         assert isinstance(seen["autocast"], contextlib.nullcontext)
+
+
+def test_only_a_k_above_n_is_noted_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the default --out is free
+    args = ["--checkpoint", tmp_path, "--problems", MINI, "--n", 2, "--k", "1,2,3"]
+    with pytest.raises(ValueError, match="no checkpoint"):  # the note came before this
+        evaluate.main(["humaneval", *map(str, args)])
+    out = capsys.readouterr().out
+    assert "note: pass@3 needs at least 3 samples per problem (--n 3)" in out and "pass@2" not in out

@@ -170,6 +170,12 @@ def test_config_errors_are_clear(argv, message):
         train.load_config(argv)
 
 
+def test_min_lr_may_equal_lr_for_a_constant_rate_after_warmup():
+    cfg = train.load_config(["--lr=0.01", "--min_lr=0.01"])
+    assert cfg.min_lr == cfg.lr == 0.01
+    assert train.learning_rate(cfg.max_steps // 2, cfg) == pytest.approx(0.01)
+
+
 def test_help_after_a_config_name_shows_its_values(capsys):
     train.main(["small", "-h", "--lr=1e-4"])
     out = capsys.readouterr().out
