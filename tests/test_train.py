@@ -2,6 +2,7 @@
 
 import dataclasses
 import errno
+import importlib.machinery
 import importlib.util
 import json
 import math
@@ -557,6 +558,53 @@ def test_a_loss_curve_with_no_point_yet_is_drawn_without_a_warning(tmp_path):
     # matplotlib's "No artists with labels found to put in legend"
     assert not [w for w in caught if "legend" in str(w.message)]
     assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_tensorboard_and_wandb_get_every_record_of_metrics_jsonl(dataset, tmp_path, monkeypatch):
+    """Switched on and installed: the same records, at the same steps, as metrics.jsonl. W&B is a stand-in
+    (the real one needs an account or starts a service process); TensorBoard is real, read back from its
+    event files."""
+    pytest.importorskip("tensorboard", reason="TensorBoard logging needs the tensorboard package")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    calls = []
+
+    class WandbRun:  # what wandb.init returns
+        def log(self, record, step):
+            calls.append(("log", record, step))
+
+        def finish(self):
+            calls.append(("finish",))
+
+    wandb = type(sys)("wandb")
+    wandb.__spec__ = importlib.machinery.ModuleSpec("wandb", None)  # found by train.installed
+    wandb.init = lambda **kwargs: calls.append(("init", kwargs)) or WandbRun()
+    monkeypatch.setitem(sys.modules, "wandb", wandb)
+    out = tmp_path / "run"
+    cfg = config(dataset, out, max_steps=4, eval_interval=2, tensorboard=True, wandb=True)
+    train.train(cfg)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss", "val_loss"} <= {key for r in records for key in r}
+    assert calls == [
+        ("init", {"project": "codeparrot", "config": dataclasses.asdict(cfg), "dir": out}),
+        *[("log", r, r["step"]) for r in records],
+        ("finish",),
+    ]
+    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    for key in ("loss", "lr", "val_loss", "val_bpb"):  # float32 in the event file
+        expected = [(r["step"], pytest.approx(r[key], rel=1e-6)) for r in records if key in r]
+        assert [(e.step, e.value) for e in events.Scalars(key)] == expected, key
+
+
+def test_tensorboard_or_wandb_switched_on_but_not_installed_is_a_note(dataset, tmp_path, monkeypatch, capsys):
+    for name in ("tensorboard", "wandb"):
+        monkeypatch.setitem(sys.modules, name, None)  # find_spec then finds nothing, as when not installed
+    out = tmp_path / "run"
+    train.train(config(dataset, out, max_steps=2, tensorboard=True, wandb=True))
+    printed = capsys.readouterr().out
+    for name in ("tensorboard", "wandb"):
+        assert f"note: {name} is not installed; logging to metrics.jsonl only" in printed
+    assert logged(out).keys() == {1, 2} and not (out / "tensorboard").exists()
 
 
 def test_resume_is_exact_and_checkpoints_are_complete(dataset, tmp_path):
