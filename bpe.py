@@ -500,10 +500,12 @@ class Tokenizer:
             return "".join(BYTE_TO_UNICODE[b] for b in token)
 
         vocab = {show(t): r for t, r in self.ranks.items()} | self.special_tokens
+        # merges first: a ranks file with a token that is no merge is refused before anything is written,
+        # rather than after a new vocab.json has replaced the one beside an old merges.txt
+        merges = "".join(f"{show(a)} {show(b)}\n" for a, b in self.merges())
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         vocab_file, merges_file = (Path(out_dir) / name for name in HF_FILES)
         write_atomic(vocab_file, json.dumps(vocab, ensure_ascii=False))
-        merges = "".join(f"{show(a)} {show(b)}\n" for a, b in self.merges())
         write_atomic(merges_file, "#version: 0.2\n" + merges)
 
 

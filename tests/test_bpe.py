@@ -240,6 +240,20 @@ def test_hf_folder_loads_back_and_bad_ones_are_refused(tok, tmp_path):
         bpe.Tokenizer.load(tmp_path / "hf")
 
 
+def test_what_a_tokenizer_cannot_give_is_refused_in_one_line(tok, tmp_path):
+    bytes_only = {bytes([b]): b for b in range(256)}
+    with pytest.raises(ValueError, match="this tokenizer has no <.endoftext.> special token"):
+        _ = bpe.Tokenizer(bytes_only).eot_token  # data.py needs it between documents
+    unmade = bpe.Tokenizer(bytes_only | {b"abc": 256})  # a ranks file with no "ab" or "bc" to make it from
+    with pytest.raises(ValueError, match="token b'abc' is not a merge of two lower-ranked tokens"):
+        unmade.save_hf(tmp_path / "hf")
+    with pytest.raises(ValueError, match="merges.txt imply GPT-2's pattern; train with --pattern gpt2"):
+        bpe.Tokenizer(tok.ranks, pattern=bpe.GPT4_PATTERN).save_hf(tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+    r = run_cli("export", tmp_path / "t.bpe")  # nothing to export to
+    assert r.returncode == 2 and r.stderr.endswith("error: export: give --tiktoken FILE and/or --hf DIR\n")
+
+
 def test_from_tiktoken_unknown_name():
     with pytest.raises(ValueError, match="nor a tiktoken encoding: .*gpt2"):
         bpe.Tokenizer.from_tiktoken("no-such-encoding")

@@ -219,6 +219,8 @@ def test_val_batches_fixed_disjoint_balanced(tmp_path):
         assert len(ids) == len(set(ids)) == 20 - 20 % world_size
     budget = [i for x, y in data.val_batches(path, 4, T, 5 * T) for i in window_ids(x, y)]
     assert budget == [0, 4, 8, 12, 16]  # within the token budget, spread over the split
+    with pytest.raises(ValueError, match="has 20 windows of 4 tokens, fewer than the 32 rank"):
+        data.val_windows(path, 20 * (T + 1), T, 1000, world_size=32)
 
 
 # ---------------------------------------------------------------- cleaning and splitting
@@ -429,6 +431,8 @@ def test_prepare_with_given_tokenizer_and_keywords(tmp_path, capsys):
         data.prepare(tmp_path / "d", sources[:1], min_size=0, tokenizer=str(tmp_path / "hf"),
                      keywords=("m1", "m3"), progress=False)  # fmt: skip
     assert meta["documents"]["dropped_keywords"] == meta["documents"]["seen"] - meta["documents"]["kept"] > 0
+    with pytest.raises(ValueError, match="no train documents left to train a tokenizer on"):
+        data.prepare(tmp_path / "e", sources, min_size=0, valid_share=0.999, progress=False)
     assert "keyword filter kept" in capsys.readouterr().out
     with pytest.raises(ValueError, match="65,536"):
         data.prepare(tmp_path / "c", sources, vocab_size=70000)
@@ -517,6 +521,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
         (["prepare", "--out", tmp_path / "o", "--tokenizer-sample-mb", "-1"], "--tokenizer-sample-mb > 0"),
         (["prepare", "--out", tmp_path / "o", "--glob", "/x.py"], "--glob relative"),
         (["inspect", tmp_path / "none"], "python data.py prepare --out"),
+        (["inspect", tmp_path / "none", "--tokens", "0"], "--tokens 0: need at least 1"),
         (["prepare", "--out", tmp_path / "o", "--vocab-size", "100"], "need 257 (bytes + <|endoftext|>)"),
         (["prepare", "--out", tmp_path / "a_file", "--source", tmp_path / "a_file"], "is a file; a dataset"),
         (["prepare", "--out", "", "--source", tmp_path / "a_file"], "need a path, not an empty string"),
@@ -624,6 +629,9 @@ def test_a_meta_json_cut_short_by_a_crash_does_not_block_the_rerun(tmp_path):
     (out / "meta.json.tmp").write_text('{"sources": [')  # the first write_json, killed mid-write
     meta = data.prepare(out, sources, min_size=0, vocab_size=300, progress=False)
     assert meta == data.load_meta(out) and not list(out.glob("*.tmp"))
+    (out / "meta.json").write_text('{"sources": [')  # cut short by hand, or by a disk error
+    with pytest.raises(ValueError, match="meta.json: not valid JSON; "):
+        data.load_meta(out)
 
 
 def test_each_filter_keeps_its_boundary():
@@ -650,10 +658,15 @@ def test_a_vocabulary_of_exactly_65536_fits_the_shards(tmp_path):
     ranks = {bytes([b]): b for b in range(256)}
     pairs = [bytes([a, b]) for a in range(256) for b in range(256)]
     ranks |= {pair: 256 + i for i, pair in enumerate(pairs)}
-    ranks = {t: r for t, r in ranks.items() if r < (1 << 16) - 1}  # and <|endoftext|> as id 65535
-    big = data.bpe.Tokenizer(ranks, special_tokens={data.bpe.EOT: (1 << 16) - 1})
-    big.save(tmp_path / "big.bpe")
+    fits = {t: r for t, r in ranks.items() if r < (1 << 16) - 1}  # and <|endoftext|> as id 65535
+    data.bpe.Tokenizer(fits, special_tokens={data.bpe.EOT: (1 << 16) - 1}).save(tmp_path / "big.bpe")
     assert data.given_tokenizer(data.Options(tokenizer=str(tmp_path / "big.bpe"))).vocab_size == 1 << 16
+    data.bpe.Tokenizer(ranks, special_tokens={data.bpe.EOT: len(ranks)}).save(tmp_path / "bigger.bpe")
+    with pytest.raises(ValueError, match="bigger.bpe: 65793 tokens do not fit the uint16 shards"):
+        data.given_tokenizer(data.Options(tokenizer=str(tmp_path / "bigger.bpe")))
+    data.bpe.Tokenizer(fits).save(tmp_path / "no_eot.bpe")  # a tokenizer file without special tokens
+    with pytest.raises(ValueError, match="no_eot.bpe: has no <.endoftext.> token, which separates documents"):
+        data.given_tokenizer(data.Options(tokenizer=str(tmp_path / "no_eot.bpe")))
 
 
 def test_a_shard_longer_than_its_header_says_is_refused(tmp_path):

@@ -3,6 +3,7 @@ hostile completions, estimates pass@k as Chen et al. do; perplexity and bits per
 
 import argparse
 import contextlib
+import gzip
 import importlib.util
 import json
 import math
@@ -167,9 +168,15 @@ def test_bad_problem_files_are_refused(tmp_path, monkeypatch):
     (tmp_path / "bad.jsonl").write_text('{"task_id": "x"\n')
     (tmp_path / "partial.jsonl").write_text('{"task_id": "x", "prompt": ""}\n')
     (tmp_path / "empty.jsonl").write_text("\n")
-    for name, words in [("bad", "bad.jsonl:1"), ("partial", "entry_point, test"), ("empty", "no problems")]:
+    (tmp_path / "torn.jsonl.gz").write_bytes(gzip.compress(b'{"task_id": "x"}\n' * 100)[:-20])
+    for name, words in [
+        ("bad.jsonl", "bad.jsonl:1"),
+        ("partial.jsonl", "entry_point, test"),
+        ("empty.jsonl", "no problems"),
+        ("torn.jsonl.gz", "torn.jsonl.gz: unreadable"),
+    ]:
         with pytest.raises(ValueError, match=words):
-            evaluate.load_problems(tmp_path / f"{name}.jsonl")
+            evaluate.load_problems(tmp_path / name)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ValueError, match="--problems"):
         evaluate.default_problems_path()
@@ -353,10 +360,12 @@ def test_cuda_perplexity_keeps_float32_weights_under_bf16_autocast(world, capsys
         (["perplexity", "--checkpoint", "{other}", "--data", "{ds}"], "another tokenizer"),
         (["perplexity", "--checkpoint", "{run}", "--data", "{ds}", "{src}"], "dataset must come alone"),
         (["perplexity", "--checkpoint", "{run}", "--data", "{ds}/meta.json"], "give its folder (--data"),
+        (["perplexity", "--checkpoint", "{run}", "--data", "{tmp}/empty.py"], "no tokens to evaluate on"),
     ],
 )
 def test_bad_input_is_refused_with_one_line(world, tmp_path, monkeypatch, args, words):
     monkeypatch.chdir(tmp_path)  # where the default --out is free: an existing one is refused
+    (tmp_path / "empty.py").write_text("")
     other = make_checkpoint(tmp_path / "other", Tokenizer.train([CODE * 3], vocab_size=280, progress=False))
     paths = {"run": world["run"], "tmp": tmp_path, "ds": world["ds"], "other": other, "src": world["src"]}
     with pytest.raises((ValueError, OSError)) as e:

@@ -311,6 +311,7 @@ def test_cli_several_samples_between_rules(run_dir, loaded, tmp_path, capsys):
      pytest.param(["--prompt", "x", "--device", "cuda"], "no CUDA device",
                   marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
      (["--prompt", "x", "--device", "hpu"], "cannot use it"),
+     (["--prompt", "x", "--device", "gpu0"], "--device gpu0: not a device name (cpu, cuda, cuda:1, ...)"),
      (["--prompt", "x", "--seed", "-1"], "--seed must be an integer in [0, 2**63)"),
      (["--prompt", "x", "--tokenizer", "/nonexistent"], "--tokenizer /nonexistent: no such file or folder"),
      pytest.param(["--prompt", "x", "--device", "mps"], "cannot use it",
@@ -320,6 +321,12 @@ def test_cli_bad_input_is_one_line(run_dir, args, words):
     with pytest.raises((ValueError, OSError)) as e:
         sample.main(["--checkpoint", str(run_dir), *args])
     assert "\n" not in str(e.value) and words in str(e.value)
+
+
+def test_a_prompt_file_that_is_not_utf8_is_one_line(run_dir, tmp_path):
+    (tmp_path / "latin1.py").write_bytes("s = 'café'\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=f"--prompt-file {tmp_path / 'latin1.py'}: not UTF-8 text$"):
+        sample.main(["--checkpoint", str(run_dir), "--prompt-file", str(tmp_path / "latin1.py")])
 
 
 @pytest.fixture(scope="module")

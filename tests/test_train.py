@@ -158,6 +158,9 @@ def test_config_names_resolve_and_values_parse():
         (["--grad_clip=-1"], "grad_clip=-1.0 must be zero or positive"),  # would flip every gradient
         (["--beta2=1"], r"beta2=1.0 must be in \[0, 1\)"),
         (["--max_steps", "10"], "--max_steps needs a value: write --max_steps=VALUE"),  # not max_steps=True
+        (["tiny", "small"], r"unexpected argument 'small'; usage: train.py \[CONFIG\] \[--key=value ...\]"),
+        (["--batch_size=0"], "batch_size=0 must be positive"),
+        (["--lr=nan"], "lr=nan must be positive"),  # NaN fails every comparison, so `> 0` is written to fail
         (["--warmup_steps=-5"], "warmup_steps=-5 must be zero or positive"),
         (["--lr=inf"], "lr=inf must be a finite number"),
         (["--min_lr=0.1", "--lr=0.01"], "min_lr=0.1 must be at most lr=0.01"),
@@ -208,8 +211,10 @@ def test_a_named_size_is_stored_and_command_line_sizes_override_it(tmp_path):
     assert (small.model, small.n_layer, small.n_head, small.n_embd) == ("gpt2", 12, 12, 768)
     xl = train.load_config(["xl", "--n_layer=2"])  # a smaller xl to try it: the other sizes stay xl's
     assert (xl.model, xl.n_layer, xl.n_head, xl.n_embd) == ("", 2, 25, 1600)
-    (tmp_path / "mine.py").write_text("_tokens = 4e6\nmax_steps = _tokens / 2e3\n")  # 2000.0: whole
-    assert train.load_config([str(tmp_path / "mine.py")]).max_steps == 2000
+    (tmp_path / "mine.py").write_text("_tokens = 4e6\nmax_steps = _tokens / 2e3\nweight_decay = 0\n")
+    mine = train.load_config([str(tmp_path / "mine.py")])  # 2000.0 is a whole number; 0 a float knob's
+    assert (mine.max_steps, type(mine.max_steps), mine.weight_decay, type(mine.weight_decay)) == (
+        2000, int, 0.0, float)  # fmt: skip
     (tmp_path / "sized.py").write_text(
         "model = ''\nn_layer, n_head, n_embd = 2, 2, 64\n"
     )  # as the error says
@@ -645,6 +650,9 @@ def test_resume_needs_a_checkpoint(dataset, tmp_path):
         train.latest_checkpoint(tmp_path)
     train.train(config(dataset, tmp_path / "run", max_steps=2))
     state = train.latest_checkpoint(tmp_path / "run") / "train_state.pt"
+    (state.parent / "train_config.json").write_text('{"lr": 0.1')  # torn
+    with pytest.raises(ValueError, match="train_config.json: not valid JSON .*earlier checkpoint"):
+        train.train(config(dataset, tmp_path / "run", max_steps=4, resume=True))
     for damage in (lambda: state.write_bytes(b"junk"), state.unlink):  # torn, then gone
         damage()
         with pytest.raises(ValueError, match="train_state.pt: unreadable .*earlier checkpoint"):
