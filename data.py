@@ -18,6 +18,7 @@ np.memmap away from a tensor.
 """
 
 import argparse
+import errno
 import hashlib
 import heapq
 import json
@@ -27,7 +28,7 @@ import random
 import re
 import sysconfig
 from collections import Counter
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, fields
 from inspect import getsource
 from pathlib import Path
@@ -559,25 +560,35 @@ def load_meta(data_dir):
 
 
 # ---------------------------------------------------------------- loading
-def allow_open_files(count, what):
-    """Room for `count` more open files: each memory-mapped shard keeps one (its mmap's), and a corpus of
-    ~100B tokens has 1,000 shards a split, past the usual soft limit of 1,024. Raise the soft limit up to
-    the hard one, as `ulimit -n` would; past the hard one, say so rather than fail with EMFILE mid-open."""
+def open_shards(paths, what):
+    """Memory-map a split's shards. Each map keeps a file descriptor, and ~100B tokens are 1,000 shards a
+    split, past the usual soft limit of 1,024: raise that limit as far as the hard one lets, as `ulimit -n`
+    would, and if the shards still do not fit, say what to raise rather than fail with a bare EMFILE."""
+    need = len(paths) + 256  # headroom for the rest of the process: the other split, torch, NCCL's sockets
+    raise_open_file_limit(need)
+    try:
+        return [open_shard(path) for path in paths]
+    except OSError as e:
+        if e.errno != errno.EMFILE:
+            raise
+        raise ValueError(
+            f"{what}, each an open file: raise `ulimit -n` to {need}, or prepare with a larger --shard-tokens"
+        ) from None
+
+
+def raise_open_file_limit(need):
+    """The soft open-file limit up to `need`, within the hard one: a hard limit below `need` may still hold
+    the shards, so it is no reason to refuse them."""
     try:
         import resource
     except ImportError:  # Windows: no such limit
         return
-    need = count + 256  # headroom for the rest of the process: the other split, torch, NCCL's sockets
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= need:
         return
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
-    except (ValueError, OSError):  # over the hard limit
-        raise ValueError(
-            f"{what}, each an open file: raise `ulimit -n` to {need} (the hard limit is {hard}), "
-            "or prepare with a larger --shard-tokens"
-        ) from None
+    soft = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    with suppress(ValueError, OSError):  # macOS refuses more than OPEN_MAX even under an unlimited hard one
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 class TokenStream:
@@ -587,8 +598,7 @@ class TokenStream:
         meta = load_meta(data_dir)
         self.data_dir, self.vocab_size = data_dir, meta["vocab_size"]
         self.paths = [Path(data_dir) / name for name in meta["shards"][split]]
-        allow_open_files(len(self.paths), f"{data_dir}: {len(self.paths)} {split} shards")
-        self.shards = [open_shard(path) for path in self.paths]
+        self.shards = open_shards(self.paths, f"{data_dir}: {len(self.paths)} {split} shards")
         self.ends = np.cumsum([len(s) for s in self.shards], dtype=np.int64)
         self.n_tokens = int(self.ends[-1]) if self.shards else 0
 

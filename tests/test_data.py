@@ -177,6 +177,26 @@ def test_a_split_of_more_shards_than_the_soft_open_file_limit_opens(tmp_path, mo
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+def test_a_hard_open_file_limit_below_the_headroom_still_opens_the_shards_that_fit(tmp_path, monkeypatch):
+    """100 shards under a hard limit of 200: short of the 256 spare files asked for, yet room for them."""
+    resource = pytest.importorskip("resource")
+    path = make_dataset(tmp_path, sizes=(4,) * 100)
+    real_setrlimit, (soft, hard) = resource.setrlimit, resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    def under_a_hard_limit_of_200(which, limits):  # as the kernel refuses a soft limit above the hard one
+        if limits[0] > 200:
+            raise ValueError("not allowed to raise maximum limit")
+        real_setrlimit(which, (limits[0], hard))
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    try:
+        monkeypatch.setattr(resource, "getrlimit", lambda which: (64, 200))
+        monkeypatch.setattr(resource, "setrlimit", under_a_hard_limit_of_200)
+        assert data.Loader(path, "train", 1, T).n_windows == 100
+    finally:
+        real_setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_opening_checks_the_tokenizer_against_meta(tmp_path):
     """A tokenizer.bpe lost or replaced after prepare: refused at open, before training (not at its save)."""
     path = make_dataset(tmp_path)
