@@ -33,6 +33,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import zlib
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator
@@ -208,6 +209,9 @@ def exit_on_sigterm():
     """SIGTERM exits through the `with` blocks while this one runs, so Pool's __exit__ ends the workers.
     Killed outright, this process would leave them sending their counts into its closed pipe, each
     printing a BrokenPipeError traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Python lets only the main thread set a handler: Tokenizer.train works from any thread
+        return
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         yield
