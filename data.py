@@ -608,7 +608,7 @@ class TokenStream:
         Windows cross shard boundaries, so the split is one stream and nothing is lost at shard ends."""
         out = np.empty((len(ids), length), np.uint16)
         for row, window in zip(out, ids, strict=True):
-            start, pos = int(window) * length, 0
+            start, pos = int(window) * length, 0  # int: the Loader's ids may be uint8, where this wraps
             i = int(np.searchsorted(self.ends, start, side="right"))
             while pos < length:
                 lo = start + pos - (int(self.ends[i]) - len(self.shards[i]))

@@ -144,6 +144,9 @@ def test_the_window_order_is_numpy_permutation_s_in_the_smallest_dtype(tmp_path)
     loader = data.Loader(make_dataset(tmp_path, sizes=(4 * 300,)), "train", 1, T, seed=5)
     order = loader.permutation(2)
     assert order.itemsize == 2 and (order == np.random.default_rng([5, 2]).permutation(300)).all()
+    small = data.Loader(make_dataset(tmp_path / "small", sizes=(4 * 200,)), "train", 200, T)
+    assert small.permutation(0).itemsize == 1  # window 199 starts at token 796, past a uint8
+    assert sorted(window_ids(*small.next_batch())) == list(range(200))
 
 
 def test_loader_refuses_bad_arguments(tmp_path):
