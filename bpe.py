@@ -191,7 +191,9 @@ def count_words(texts: Iterable[str], pattern: str, processes: int, progress: bo
     """Pre-tokenize the stream in chunks of ~1M characters on all cores; keep only distinct words."""
     words = Counter()
     bar = tqdm(desc="pre-tokenize", unit="char", unit_scale=True, disable=not progress)
-    # fork: workers start in milliseconds with the module already imported (spawn would re-import it)
+    # fork: workers start in milliseconds with the module already imported (spawn would re-import it).
+    # exit_on_sigterm comes last, after the fork: the workers keep the default SIGTERM, which Pool's exit
+    # sends them, and so end quietly.
     with bar, get_context("fork").Pool(processes, _init_worker, (pattern,)) as pool, exit_on_sigterm():
         pending = deque()  # a few chunks in flight: bounded memory, unlike Pool.imap which reads ahead
         for chunk in _chunks(texts, CHUNK_CHARS):
@@ -570,7 +572,7 @@ def explain(error) -> str:
     raise a full disk, a file-size limit (`ulimit -f`) and a failed allocation bare."""
     if isinstance(error, MemoryError):  # MemoryError() says nothing; numpy's says how much it wanted
         said = f" ({error})" if str(error) else ""
-        return f"out of memory{said}: ask for less at once (fewer samples, a smaller batch or model)"
+        return f"out of memory{said}: ask for less at once (fewer samples, a smaller sample or batch)"
     hint = {
         errno.ENOSPC: ": free some space, then run the command again (train.py: with --resume)",
         errno.EFBIG: ": a file outgrew the size limit; raise `ulimit -f`, or write to another filesystem",

@@ -680,8 +680,8 @@ class Loader:
     def permutation(self, epoch):
         if epoch not in self.perms:  # a rank's positions only grow, so no earlier epoch is asked for again
             self.perms.clear()  # before the next is made: two at once would double the peak
-            # permutation(n)'s order (it shuffles an arange) in the smallest dtype that holds the ids: 4
-            # bytes a window, not 8; 136 MB a rank for 35B tokens at context 1,024 (1.1 GB at 128)
+            # permutation(n)'s order (it shuffles an arange) in the smallest dtype that holds the ids: at
+            # most 4 bytes a window, not 8; 137 MB a rank for 35B tokens at context 1,024 (1.1 GB at 128)
             ids = np.arange(self.n_windows, dtype=np.min_scalar_type(self.n_windows))
             np.random.default_rng([self.seed, epoch]).shuffle(ids)
             self.perms[epoch] = ids

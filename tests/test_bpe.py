@@ -402,9 +402,9 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, args, message):
          "space, then run the command again (train.py: with --resume)"),
         (OSError(errno.EFBIG, "File too large"), "[Errno 27] File too large: a file outgrew the size limit; "
          "raise `ulimit -f`, or write to another filesystem"),
-        (MemoryError(), "out of memory: ask for less at once (fewer samples, a smaller batch or model)"),
+        (MemoryError(), "out of memory: ask for less at once (fewer samples, a smaller sample or batch)"),
         (MemoryError("Unable to allocate 8 TiB"), "out of memory (Unable to allocate 8 TiB): ask for less "
-         "at once (fewer samples, a smaller batch or model)"),
+         "at once (fewer samples, a smaller sample or batch)"),
     ],
 )  # fmt: skip
 def test_errors_that_name_no_file_are_one_line_that_says_what_to_do(capsys, error, line):
