@@ -559,7 +559,9 @@ def run_cli(main):
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the last flush has nowhere to go
         die_of(signal.SIGPIPE)
-    except (ValueError, OSError, MemoryError) as e:
+    except (ValueError, OSError, MemoryError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not out_of_memory(e):  # any other is a bug: show where
+            raise
         print(f"error: {explain(e)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
@@ -567,12 +569,23 @@ def run_cli(main):
         die_of(signal.SIGINT)
 
 
+def out_of_memory(error) -> bool:
+    """Python's and numpy's MemoryError, torch's OutOfMemoryError (CUDA; known by name, as this file does
+    not import torch), and torch's failed CPU allocation, which is a plain RuntimeError."""
+    return (
+        isinstance(error, MemoryError)
+        or type(error).__name__ == "OutOfMemoryError"
+        or "DefaultCPUAllocator: can't allocate memory" in str(error)
+    )
+
+
 def explain(error) -> str:
     """The error's own words, plus what to do where they name no file: torch, numpy and file writes
     raise a full disk, a file-size limit (`ulimit -f`) and a failed allocation bare."""
-    if isinstance(error, MemoryError):  # MemoryError() says nothing; numpy's says how much it wanted
-        said = f" ({error})" if str(error) else ""
-        return f"out of memory{said}: ask for less at once (fewer samples, a smaller sample or batch)"
+    if out_of_memory(error):  # MemoryError() says nothing, numpy's how much it wanted; torch's run on
+        said = f" ({error})" if isinstance(error, MemoryError) and str(error) else ""
+        less = "fewer samples, a smaller sample or batch; train.py: a smaller batch_size, larger grad_accum"
+        return f"out of memory{said}: ask for less at once ({less}, or checkpointing=True)"
     hint = {
         errno.ENOSPC: ": free some space, then run the command again (train.py: with --resume)",
         errno.EFBIG: ": a file outgrew the size limit; raise `ulimit -f`, or write to another filesystem",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import regex
+import torch
 
 import bpe
 
@@ -395,6 +396,10 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, args, message):
     assert last.startswith("error: ") and message in last
 
 
+LESS = ("ask for less at once (fewer samples, a smaller sample or batch; train.py: a smaller batch_size, "
+        "larger grad_accum, or checkpointing=True)")  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "error, line",
     [
@@ -402,12 +407,16 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, args, message):
          "space, then run the command again (train.py: with --resume)"),
         (OSError(errno.EFBIG, "File too large"), "[Errno 27] File too large: a file outgrew the size limit; "
          "raise `ulimit -f`, or write to another filesystem"),
-        (MemoryError(), "out of memory: ask for less at once (fewer samples, a smaller sample or batch)"),
-        (MemoryError("Unable to allocate 8 TiB"), "out of memory (Unable to allocate 8 TiB): ask for less "
-         "at once (fewer samples, a smaller sample or batch)"),
+        (MemoryError(), f"out of memory: {LESS}"),
+        (MemoryError("Unable to allocate 8 TiB"), f"out of memory (Unable to allocate 8 TiB): {LESS}"),
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20 MiB."), f"out of memory: {LESS}"),
+        (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                      "memory: you tried to allocate 4503599627370496 bytes."), f"out of memory: {LESS}"),
     ],
 )  # fmt: skip
 def test_errors_that_name_no_file_are_one_line_that_says_what_to_do(capsys, error, line):
+    """Also out of memory however it is raised; any other RuntimeError is a bug and keeps its traceback."""
+
     def main():  # as numpy, torch and file writes raise them: no file named
         raise error
 
@@ -415,6 +424,14 @@ def test_errors_that_name_no_file_are_one_line_that_says_what_to_do(capsys, erro
         bpe.run_cli(main)
     assert e.value.code == 2
     assert capsys.readouterr().err == f"error: {line}\n"
+
+
+def test_a_runtime_error_that_is_not_out_of_memory_keeps_its_traceback():
+    def main():  # a bug, whose traceback says where
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 4x3)")
+
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        bpe.run_cli(main)
 
 
 def test_an_output_in_a_read_only_folder_is_refused_before_the_work(tmp_path, monkeypatch):
