@@ -2,6 +2,7 @@
 
 import dataclasses
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -308,6 +309,18 @@ def test_the_default_corpus_is_the_standard_library_without_site_packages():
     names = {p.name for p in data.stdlib_sources("*.py")}
     assert {"os.py", "json", "email"} <= names and "site-packages" not in names
     assert all(p.is_dir() or p.suffix == ".py" for p in data.stdlib_sources("*.py"))
+
+
+def test_the_duplicate_key_ignores_whitespace_and_is_the_same_as_ever():
+    """The key decides duplicates and the split: a faster computation must give every key it gave before
+    (blake2b of the text without what str.split() splits on), or a resumed prepare would re-split."""
+    ascii_ws, unicode_ws = "a b\tc\nd\re\x0bf\x0cg\x1ch\x1di\x1ej\x1fk", "é\u2028ü\xa0ß\u3000x"
+    for text in (ascii_ws, unicode_ws, ascii_ws + unicode_ws, "", "  \n\t"):
+        digest = hashlib.blake2b("".join(text.split()).encode(), digest_size=8).digest()
+        assert data.content_key(text) == int.from_bytes(digest, "little"), repr(text)
+    assert data.content_key("def f():\n    return 1\n") == data.content_key("def f():\n\treturn  1")
+    assert data.content_key("x = 1") != data.content_key("x = 2")
+    assert data.content_key("abc") == 0x5995D533D814BBD8  # pinned: datasets already made keep their split
 
 
 def test_split_is_stable_when_sources_are_added(tmp_path):
