@@ -164,10 +164,10 @@ def alnum_count(text):
 def content_key(text):
     """64-bit hash of the text with all whitespace removed, as CodeParrot's preprocessing hashes it (so
     files that differ only in whitespace, even indentation, are duplicates): the duplicate and split key."""
-    # ASCII text (most source files): bytes.translate deletes what str.split() splits on at C speed, 2.3x
-    # faster than building a list of the pieces; the same bytes, so the same key and split as before.
-    ascii_ = text.isascii()
-    bare = text.encode().translate(None, ASCII_WHITESPACE) if ascii_ else "".join(text.split()).encode()
+    if text.isascii():  # most source files: the same bytes as below (so the same keys and split), 2.3x faster
+        bare = text.encode().translate(None, ASCII_WHITESPACE)
+    else:
+        bare = "".join(text.split()).encode()
     digest = hashlib.blake2b(bare, digest_size=8).digest()
     return int.from_bytes(digest, "little")
 
