@@ -1,5 +1,6 @@
-"""data.py toward codeparrot's size, without its 50 GB: the inputs behind bench/RESULTS.md's "Toward
-codeparrot's size".
+"""data.py toward codeparrot's size without its 50 GB: a corpus of that shape, and the loader at 35B tokens.
+
+The inputs behind bench/RESULTS.md's "Toward codeparrot's size":
 
     python bench/scale.py corpus OUT --mb 2000     # a codeparrot-shaped corpus made from the standard library
     /usr/bin/time -v python data.py prepare --out DS --source OUT/*.json.gz --vocab-size 32768
@@ -9,7 +10,7 @@ codeparrot's size".
 writes copies as file-NNNNN.json.gz with codeparrot's fields; each copy renames its functions and classes
 and gets a comment of its own, so deduplication keeps it, and 3% are written twice, 2% again with trailing
 spaces (duplicates up to whitespace). `loader` writes shards that are all header and holes (a sparse file
-costs no disk), then times what a training run does with them at start, at resume and at an epoch's end.
+costs no disk), then times what a training run does with them at its start and at a resume.
 """
 
 import argparse
