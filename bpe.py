@@ -170,10 +170,9 @@ GPT2_ASCII = re.compile(
 )
 
 
-def _init_worker(pattern: str):
+def _set_pattern(pattern: str):
     # per-worker globals, set once by the Pool's initializer rather than sent along with every chunk
     global _pattern, _ascii_fast_path
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no worker tracebacks
     _pattern, _ascii_fast_path = regex.compile(pattern), pattern == GPT2_PATTERN
 
 
@@ -184,26 +183,41 @@ def _count_words(texts: list[str]) -> Counter:
     return counts
 
 
+def count_words(texts: Iterable[str], pattern: str, processes: int, progress: bool) -> Counter:
+    """Pre-tokenize the stream on all cores; keep only distinct words."""
+    words = Counter()
+    with tqdm(desc="pre-tokenize", unit="char", unit_scale=True, disable=not progress) as bar:
+        for chunk, counts in in_workers(_count_words, texts, processes, _set_pattern, (pattern,)):
+            words.update(counts)
+            bar.update(sum(map(len, chunk)))
+    return words
+
+
 CHUNK_CHARS = 1 << 20  # per task sent to a worker: large enough to amortise the pickling
 
 
-def count_words(texts: Iterable[str], pattern: str, processes: int, progress: bool) -> Counter:
-    """Pre-tokenize the stream in chunks of ~1M characters on all cores; keep only distinct words."""
-    words = Counter()
-    bar = tqdm(desc="pre-tokenize", unit="char", unit_scale=True, disable=not progress)
+def in_workers(fn, texts: Iterable[str], processes: int, setup=None, args=()) -> Iterator[tuple]:
+    """(chunk, fn(chunk)) for the stream cut into chunks of ~1M characters, computed in `processes` worker
+    processes and yielded in order; a few chunks in flight: bounded memory, unlike Pool.imap, which reads
+    ahead. setup(*args) runs once in each worker (data that every chunk would otherwise carry along)."""
     # fork: workers start in milliseconds with the module already imported (spawn would re-import it).
     # exit_on_sigterm comes last, after the fork: the workers keep the default SIGTERM, which Pool's exit
     # sends them, and so end quietly.
-    with bar, get_context("fork").Pool(processes, _init_worker, (pattern,)) as pool, exit_on_sigterm():
-        pending = deque()  # a few chunks in flight: bounded memory, unlike Pool.imap which reads ahead
+    with get_context("fork").Pool(processes, _start_worker, (setup, args)) as pool, exit_on_sigterm():
+        pending = deque()
         for chunk in _chunks(texts, CHUNK_CHARS):
-            pending.append(pool.apply_async(_count_words, (chunk,)))
-            bar.update(sum(map(len, chunk)))
+            pending.append((chunk, pool.apply_async(fn, (chunk,))))
             if len(pending) > 2 * processes:
-                words.update(pending.popleft().get())
-        for result in pending:
-            words.update(result.get())
-    return words
+                chunk, result = pending.popleft()
+                yield chunk, result.get()
+        for chunk, result in pending:
+            yield chunk, result.get()
+
+
+def _start_worker(setup, args):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no worker tracebacks
+    if setup:
+        setup(*args)
 
 
 @contextmanager

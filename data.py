@@ -30,6 +30,7 @@ import sysconfig
 from collections import Counter
 from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from inspect import getsource
 from pathlib import Path
 
@@ -172,6 +173,15 @@ def content_key(text):
     return int.from_bytes(digest, "little")
 
 
+def judge(texts, opts) -> list[tuple[int, int, str | None]]:
+    """In a worker: each document's size in bytes, content key, and the cleaning rule it fails (or None)."""
+    verdicts = []
+    for text in texts:
+        size = len(text.encode())
+        verdicts.append((size, content_key(text), drop_reason(text, size, opts)))
+    return verdicts
+
+
 def read_documents(sources, opts, stats=None):
     """The documents of the sources, in the same order on both passes: flags[i] is document i's fate."""
     return bpe.read_texts(sources, glob=opts.glob, field=opts.field, stats=stats)
@@ -191,20 +201,24 @@ def scan(sources, opts, progress):
     sample, sample_bytes, budget = [], 0, opts.tokenizer_sample_mb * 1e6
     threshold = opts.valid_share * 2**64
     texts = read_documents(sources, opts, read_stats)
-    # disable=None: the bar hides itself when stderr is not a terminal (a job's log file)
-    for text in tqdm(texts, desc="scan", unit=" docs", disable=None if progress else True):
-        size, key = len(text.encode()), content_key(text)
-        reason = drop_reason(text, size, opts) or ("duplicate" if opts.dedup and key in seen else None)
-        stats["seen"] += 1
-        stats[f"dropped_{reason}" if reason else "kept"] += 1
-        flags.append(0 if reason else 2 if key < threshold else 1)
-        if opts.dedup and not reason:
-            seen.add(key)
-        if flags[-1] == 1 and not opts.tokenizer and size <= budget:  # a larger one would evict them all
-            heapq.heappush(sample, (-key, text))
-            sample_bytes += size
-            while sample_bytes > budget:
-                sample_bytes -= len(heapq.heappop(sample)[1].encode())
+    # The filters and keys run on all cores; what depends on the documents before (duplicates, the
+    # sample) runs here, in order. disable=None: the bar hides itself when stderr is not a terminal.
+    judged = bpe.in_workers(partial(judge, opts=opts), texts, os.cpu_count())
+    with tqdm(desc="scan", unit=" docs", disable=None if progress else True) as bar:
+        for chunk, verdicts in judged:
+            for text, (size, key, reason) in zip(chunk, verdicts, strict=True):
+                reason = reason or ("duplicate" if opts.dedup and key in seen else None)
+                stats["seen"] += 1
+                stats[f"dropped_{reason}" if reason else "kept"] += 1
+                flags.append(0 if reason else 2 if key < threshold else 1)
+                if opts.dedup and not reason:
+                    seen.add(key)
+                if flags[-1] == 1 and not opts.tokenizer and size <= budget:  # larger: it would evict all
+                    heapq.heappush(sample, (-key, text))
+                    sample_bytes += size
+                    while sample_bytes > budget:
+                        sample_bytes -= len(heapq.heappop(sample)[1].encode())
+            bar.update(len(chunk))
     if stats["seen"] == 0:
         raise ValueError(f"no documents found in {', '.join(map(str, sources))}; check --source and --glob")
     if 1 in flags and not sample and not opts.tokenizer:  # each train document alone is over the budget

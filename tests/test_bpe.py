@@ -11,7 +11,6 @@ import sysconfig
 import threading
 import unicodedata
 from collections import Counter
-from multiprocessing import get_context
 from pathlib import Path
 
 import pytest
@@ -134,10 +133,19 @@ def test_counts_do_not_overflow():
     assert bytes(to_byte) == b"ab"
 
 
+def sigint_handler(chunk):
+    return signal.getsignal(signal.SIGINT)
+
+
 def test_pool_workers_leave_ctrl_c_to_the_parent():
     """Else Ctrl-C in `data.py prepare` prints a KeyboardInterrupt traceback from every worker."""
-    with get_context("fork").Pool(1, bpe._init_worker, (bpe.GPT2_PATTERN,)) as pool:
-        assert pool.apply(signal.getsignal, (signal.SIGINT,)) == signal.SIG_IGN
+    assert list(bpe.in_workers(sigint_handler, ["x = 1\n"], 1)) == [(["x = 1\n"], signal.SIG_IGN)]
+
+
+def test_work_in_workers_comes_back_in_order_with_its_chunk(monkeypatch):
+    monkeypatch.setattr(bpe, "CHUNK_CHARS", 10)
+    texts = [f"text number {i}" for i in range(50)]  # a chunk each, 50 in flight at most 4
+    assert list(bpe.in_workers(len, texts, 2)) == [([t], 1) for t in texts]
 
 
 def test_sigterm_while_workers_count_ends_them_without_tracebacks():
