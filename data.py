@@ -3,7 +3,7 @@
 How data flows through this file:
 
     sources (directories of .py, JSON Lines, text)  --bpe.read_texts (streamed)-->  documents
-    --clean: keywords, size, auto-generated, line lengths, alphanumeric share, duplicates-->
+    --clean (on all cores): keywords, size, auto-generated, line lengths, alphanumeric share, duplicates-->
     --stable hash of each document-->  train | valid
     --bpe.Tokenizer (trained on a sample of train, or given), encode_batch on all cores-->
     <|endoftext|> doc <|endoftext|> doc ...  -->  DIR/{train,valid}_NNNNNN.bin  (+ tokenizer.bpe, meta.json)
