@@ -194,6 +194,9 @@ def count_words(texts: Iterable[str], pattern: str, processes: int, progress: bo
 
 
 CHUNK_CHARS = 1 << 20  # per task sent to a worker: large enough to amortise the pickling
+# The pools below fork while a progress bar runs, and tqdm's monitor thread would make that a fork of a
+# multi-threaded process, which can deadlock the child (Python 3.12+ warns). Our bars update often enough.
+tqdm.monitor_interval = 0
 
 
 def in_workers(fn, texts: Iterable[str], processes: int, setup=None, args=()) -> Iterator[tuple]:

@@ -142,6 +142,13 @@ def test_pool_workers_leave_ctrl_c_to_the_parent():
     assert list(bpe.in_workers(sigint_handler, ["x = 1\n"], 1)) == [(["x = 1\n"], signal.SIG_IGN)]
 
 
+def test_a_progress_bar_starts_no_thread_that_the_pools_would_fork_with():
+    """A fork while another thread runs can deadlock the child; tqdm's monitor thread was one."""
+    script = "import threading, bpe\nbar = bpe.tqdm(total=1)\nprint(threading.active_count())\n"
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert result.stdout == "1\n", result.stderr
+
+
 def test_work_in_workers_comes_back_in_order_with_its_chunk(monkeypatch):
     monkeypatch.setattr(bpe, "CHUNK_CHARS", 10)
     texts = [f"text number {i}" for i in range(50)]  # a chunk each, 50 in flight at most 4
