@@ -50,14 +50,19 @@ def rebuild_hint(data_dir) -> str:
     return f"rebuild with `python data.py prepare --out {data_dir} --overwrite`"
 
 
+def shard_header(vocab_size, n_tokens, doc_end=0, doc_offset=0) -> np.ndarray:
+    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header[:6] = MAGIC, VERSION, vocab_size, n_tokens, doc_end, doc_offset
+    return header
+
+
 def write_shard(path, tokens, vocab_size, doc_end=0, doc_offset=0):
     """Write tokens (uint16) behind the header, under a temporary name renamed when complete.
 
     doc_end/doc_offset say where the next shard starts (document index in the split, token offset
     in it), so an interrupted prepare resumes after the last complete shard without tokenizing again the
     documents those shards hold."""
-    header = np.zeros(HEADER_INTS, dtype="<i4")
-    header[:6] = MAGIC, VERSION, vocab_size, len(tokens), doc_end, doc_offset
+    header = shard_header(vocab_size, len(tokens), doc_end, doc_offset)
     # Not bpe.write_atomic: two writes rather than one 200 MB bytes object, and an fsync, because a resumed
     # prepare takes every shard on disk as complete, also after a power cut.
     tmp = Path(f"{path}.tmp")
@@ -202,23 +207,24 @@ def scan(sources, opts, progress):
     threshold = opts.valid_share * 2**64
     texts = read_documents(sources, opts, read_stats)
     # The filters and keys run on all cores; what depends on the documents before (duplicates, the
-    # sample) runs here, in order. disable=None: the bar hides itself when stderr is not a terminal.
+    # sample) runs here, in order.
     judged = bpe.in_workers(partial(judge, opts=opts), texts, os.cpu_count())
-    with tqdm(desc="scan", unit=" docs", disable=None if progress else True) as bar:
-        for chunk, verdicts in judged:
-            for text, (size, key, reason) in zip(chunk, verdicts, strict=True):
-                reason = reason or ("duplicate" if opts.dedup and key in seen else None)
-                stats["seen"] += 1
-                stats[f"dropped_{reason}" if reason else "kept"] += 1
-                flags.append(0 if reason else 2 if key < threshold else 1)
-                if opts.dedup and not reason:
-                    seen.add(key)
-                if flags[-1] == 1 and not opts.tokenizer and size <= budget:  # larger: it would evict all
-                    heapq.heappush(sample, (-key, text))
-                    sample_bytes += size
-                    while sample_bytes > budget:
-                        sample_bytes -= len(heapq.heappop(sample)[1].encode())
-            bar.update(len(chunk))
+    verdicts = ((text, *v) for chunk, vs in judged for text, v in zip(chunk, vs, strict=True))
+    # disable=None: the bar hides itself when stderr is not a terminal (a job's log file)
+    for text, size, key, reason in tqdm(
+        verdicts, desc="scan", unit=" docs", disable=None if progress else True
+    ):
+        reason = reason or ("duplicate" if opts.dedup and key in seen else None)
+        stats["seen"] += 1
+        stats[f"dropped_{reason}" if reason else "kept"] += 1
+        flags.append(0 if reason else 2 if key < threshold else 1)
+        if opts.dedup and not reason:
+            seen.add(key)
+        if flags[-1] == 1 and not opts.tokenizer and size <= budget:  # a larger one would evict them all
+            heapq.heappush(sample, (-key, text))
+            sample_bytes += size
+            while sample_bytes > budget:
+                sample_bytes -= len(heapq.heappop(sample)[1].encode())
     if stats["seen"] == 0:
         raise ValueError(f"no documents found in {', '.join(map(str, sources))}; check --source and --glob")
     if 1 in flags and not sample and not opts.tokenizer:  # each train document alone is over the budget

@@ -26,7 +26,6 @@ import time
 from multiprocessing import Pool
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -95,10 +94,8 @@ def sparse_dataset(out: Path, tokens: float, shard_tokens: int):
         shards[split] = []
         while left > 0:
             n, path = min(shard_tokens, left), out / f"{split}_{len(shards[split]):06d}.bin"
-            header = np.zeros(data.HEADER_INTS, "<i4")
-            header[:4] = data.MAGIC, data.VERSION, tok.vocab_size, n
             with open(path, "wb") as f:
-                f.write(header.tobytes())
+                f.write(data.shard_header(tok.vocab_size, n).tobytes())
                 f.truncate(data.HEADER_BYTES + 2 * n)
             shards[split].append(path.name)
             left -= n
