@@ -232,6 +232,13 @@ def scan(sources, opts, progress):
             f"--tokenizer-sample-mb {opts.tokenizer_sample_mb}: smaller than every train document; "
             f"pass a larger one (default {Options.tokenizer_sample_mb})"
         )
+    if opts.keywords:  # the HF course prints this share: 3.26% of codeparrot for its four libraries
+        print(f"keyword filter kept {1 - stats['dropped_keywords'] / stats['seen']:.2%} of documents")
+    if not stats["kept"]:
+        raise ValueError(f"the filters dropped all {stats['seen']} documents ({dict(stats)}); relax them")
+    if 2 not in flags:  # the split goes by content hash: a few documents may all land in train
+        print(f"note: no document fell in the valid split (--valid-share {opts.valid_share}), which "
+              "train.py evaluates on: raise --valid-share or add sources")  # fmt: skip
     return flags, [text for _, text in sample], stats, read_stats
 
 
@@ -451,14 +458,26 @@ def lock_folder(folder, wait=False):
     return lock
 
 
-def wait_for_lock(out_dir):
-    """The dataset's lock, once no other prepare holds it, and whether one did: a job script that runs the
-    same prepare on every node before torchrun then builds the dataset once, and the other nodes reuse it."""
+def wait_for_lock(out_dir, waited=False):
+    """The dataset's lock (the folder made if need be), once no other prepare holds it, and whether one
+    did: a job script that runs the same prepare on every node before torchrun then builds the dataset
+    once, and the other nodes reuse it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return lock_folder(out_dir), False
+        lock = lock_folder(out_dir, wait=waited)
     except BlockingIOError:
         print(f"{out_dir} is being written by another data.py prepare; waiting for it to end", flush=True)
-        return lock_folder(out_dir, wait=True), True
+        return wait_for_lock(out_dir, waited=True)
+    # A prepare that fails on its inputs removes the folder it made, lock file and all: a lock taken on that
+    # file meanwhile guards nothing, so take the new folder's.
+    try:
+        current = lock is None or os.stat(out_dir / ".lock").st_ino == os.fstat(lock.fileno()).st_ino
+    except FileNotFoundError:
+        current = False
+    if not current:
+        lock.close()
+        return wait_for_lock(out_dir, waited)
+    return lock, waited
 
 
 def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options):
@@ -472,21 +491,21 @@ def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options)
     if meta := complete_meta(out_dir, recipe, overwrite):
         return meta
     given = given_tokenizer(opts)  # before anything is written: a bad --tokenizer costs nothing
-    flags, sample, stats, read_stats = scan(sources, opts, progress)
-    if opts.keywords:  # the HF course prints this share: 3.26% of codeparrot for its four libraries
-        print(f"keyword filter kept {1 - stats['dropped_keywords'] / stats['seen']:.2%} of documents")
-    if not stats["kept"]:
-        raise ValueError(f"the filters dropped all {stats['seen']} documents ({dict(stats)}); relax them")
-    if 2 not in flags:  # the split goes by content hash: a few documents may all land in train
-        print(f"note: no document fell in the valid split (--valid-share {opts.valid_share}), which "
-              "train.py evaluates on: raise --valid-share or add sources")  # fmt: skip
-    out_dir.mkdir(parents=True, exist_ok=True)
+    made = not out_dir.exists()
     lock, waited = wait_for_lock(out_dir)
     with lock or nullcontext():
-        # another prepare made it while we read (this command on another node): reused, also with
+        # another prepare made it while we waited (this command on another node): reused, also with
         # --overwrite, which replaces what was there when this command began, not what its twin just built
         if meta := complete_meta(out_dir, recipe, overwrite and not waited, waited):
             return meta
+        try:  # read under the lock: the other nodes wait here rather than each reading the whole corpus
+            flags, sample, stats, read_stats = scan(sources, opts, progress)
+        except BaseException:
+            if made:  # a mistake in the inputs leaves nothing behind
+                (out_dir / ".lock").unlink(missing_ok=True)
+                with suppress(OSError):  # not empty after all: keep it, and the error that matters
+                    out_dir.rmdir()
+            raise
         if overwrite:
             clear_dataset(out_dir)
         write_json(out_dir / "meta.json", {**recipe, "complete": False})

@@ -764,6 +764,53 @@ def test_a_locked_dataset_folder_is_waited_for_not_refused(tmp_path, monkeypatch
     assert tries == [fcntl.LOCK_EX | fcntl.LOCK_NB, fcntl.LOCK_EX]
 
 
+def test_a_waiting_prepare_reads_nothing_when_the_first_one_built_the_dataset(tmp_path, monkeypatch):
+    """Every node of a job runs the same prepare: only the one that takes the lock reads the corpus."""
+    fcntl = pytest.importorskip("fcntl")
+    sources, kw = write_corpus(tmp_path / "src"), {"min_size": 0, "vocab_size": 300, "progress": False}
+    made, out = tmp_path / "made", tmp_path / "ds"
+    meta = data.prepare(made, sources, **kw)
+
+    def held_until_built(fd, operation):
+        if operation & fcntl.LOCK_NB:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        shutil.copytree(made, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".lock"))
+
+    def scan(*args):
+        raise AssertionError("a waiting prepare read the corpus")
+
+    monkeypatch.setattr(fcntl, "flock", held_until_built)
+    monkeypatch.setattr(data, "scan", scan)
+    assert data.prepare(out, sources, **kw) == meta
+
+
+def test_a_prepare_that_fails_on_its_inputs_leaves_no_folder_and_no_stale_lock(tmp_path, monkeypatch):
+    """The first prepare fails and removes the folder it made while a second one waits for its lock file:
+    the second must not hold that deleted file's lock, which a third prepare would not see."""
+    fcntl = pytest.importorskip("fcntl")
+    out, blocking_calls = tmp_path / "ds", []
+    out.mkdir()  # made by the first prepare
+
+    def first_fails_meanwhile(fd, operation):
+        if operation & fcntl.LOCK_NB:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        blocking_calls.append(os.fstat(fd.fileno()).st_ino)
+        if len(blocking_calls) == 1:
+            (out / ".lock").unlink()
+            out.rmdir()
+
+    monkeypatch.setattr(fcntl, "flock", first_fails_meanwhile)
+    lock, waited = data.wait_for_lock(out)
+    with lock:
+        assert waited and os.fstat(lock.fileno()).st_ino == (out / ".lock").stat().st_ino
+    assert len(blocking_calls) == 2  # (an inode number may be reused once its file is closed)
+    monkeypatch.undo()
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(ValueError, match="no documents found"):
+        data.prepare(tmp_path / "new", [tmp_path / "empty.jsonl"], progress=False)
+    assert not (tmp_path / "new").exists()
+
+
 def test_a_zero_threshold_switches_its_filter_off():
     """max_size 0 keeps files of any size; max_line 0 reads the first 5 lines for markers however long."""
     good = code("ok")
