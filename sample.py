@@ -87,7 +87,7 @@ def load_folder(folder, tokenizer) -> tuple[GPT, Tokenizer]:
     return model, tok
 
 
-def add_model_args(parser, required=True):
+def add_model_args(parser, required=True, dtype_default="bfloat16 on CUDA, else float32"):
     """--checkpoint, --tokenizer, --device and --dtype: how sample.py and evaluate.py pick a model."""
     where = "" if required else f" (default {DEFAULT_RUN})"
     parser.add_argument(
@@ -101,7 +101,7 @@ def add_model_args(parser, required=True):
     default = "cuda" if torch.cuda.is_available() else "cpu"
     parser.add_argument("--device", default=default, help=f"cpu, cuda, cuda:1, mps... (default: {default})")
     parser.add_argument(
-        "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bfloat16 on CUDA, else float32"
+        "--dtype", choices=["float32", "bfloat16", "float16"], help=f"default: {dtype_default}"
     )
 
 

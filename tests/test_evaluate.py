@@ -528,6 +528,16 @@ def test_perplexity_on_cuda_evaluates_float32_weights_under_bf16_autocast(
         assert isinstance(seen["autocast"], contextlib.nullcontext)
 
 
+def test_each_command_says_its_own_dtype_default(capsys):
+    for command, default in (
+        ("perplexity", "float32, under bf16 autocast"),
+        ("humaneval", "bfloat16 on CUDA"),
+    ):
+        with pytest.raises(SystemExit):
+            evaluate.parse_args([command, "--help"])
+        assert f"default: {default}" in " ".join(capsys.readouterr().out.split())
+
+
 def test_only_a_k_above_n_is_noted_before_the_model_loads(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # where the default --out is free
     args = ["--checkpoint", tmp_path, "--problems", MINI, "--n", 2, "--k", "1,2,3"]
