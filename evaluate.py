@@ -6,8 +6,8 @@ scored by running their programs against unit tests (HumanEval, Chen et al. 2021
 How completions flow to scores:
     HumanEval-format problems (JSON Lines: task_id, prompt, entry_point, test, canonical_solution)
     --> sample.complete: n completions per prompt, fed as CodeParrot's harness feeds it (<|endoftext|>,
-        then the prompt stripped), one batch on the key/value cache, each cut at the first top-level
-        block (CodeParrot's stops \\nclass \\ndef \\n# \\n@ \\nprint \\nif) or <|endoftext|>
+        then the prompt stripped), in batches of --batch-size on the key/value cache, each cut at the
+        first top-level block (CodeParrot's stops \\nclass \\ndef \\n# \\n@ \\nprint \\nif) or <|endoftext|>
     --> program = prompt + completion + test + check(entry_point) + print(random sentinel)
     --> each program in its own `python -I -S` subprocess: fresh temporary directory, wall-clock timeout,
         memory / CPU / file-size / process limits, its own session so the whole group is killed afterwards
