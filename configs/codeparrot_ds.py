@@ -6,7 +6,7 @@
 # dataset prepare builds is cleaned and split otherwise: one epoch of it is its meta.json's train tokens /
 # (129 x 256) steps). The course passes the number of micro-batches as the schedule's length, so its decay
 # only gets 1/16 of the way; ours reaches 0. Its tokenizer (code-search-net-tokenizer) has 52,000 tokens.
-#   python data.py prepare --out out/codeparrot_ds --source <codeparrot train .jsonl.gz files> \
+#   python data.py prepare --out out/codeparrot_ds --source <codeparrot train file-*.json.gz> \
 #       --keywords pandas,sklearn,matplotlib,seaborn --vocab-size 52000
 #   python train.py codeparrot_ds
 data_dir = "out/codeparrot_ds"

@@ -5,7 +5,7 @@
 # The book trains in fp16; dtype "auto" picks bf16 on GPUs that have it. The book's loop does not clip
 # gradients: grad_clip keeps our default of 1.0, as the HF course clips. It evaluates on the whole
 # validation set at each checkpoint, we on eval_tokens (1M by default).
-#   python data.py prepare --out out/codeparrot --source <codeparrot-clean .jsonl.gz> --vocab-size 32768
+#   python data.py prepare --out out/codeparrot --source <codeparrot-clean file-*.json.gz> --vocab-size 32768
 #   torchrun --nproc_per_node=16 train.py small
 data_dir = "out/codeparrot"
 out_dir = "out/small"
