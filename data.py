@@ -838,7 +838,9 @@ def main(argv=None):
         flag = "--" + field.replace("_", "-")
         p.add_argument(flag, **kind, default=value, help=f"{notes[field]} (default: {shown})")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset made with other options")
-    i = commands.add_parser("inspect", help="counts and a random window decoded back to text")
+    i = commands.add_parser(
+        "inspect", help="counts, a random window decoded back to text, the tokenizer on held-out code"
+    )
     i.add_argument("dir", help="a dataset folder made by prepare")
     i.add_argument("--tokens", type=int, default=200, help="length of the window shown (default: 200)")
     i.add_argument("--seed", type=int, default=None, help="picks the window (default: a new one each time)")
