@@ -25,4 +25,4 @@ keytoken_alpha = 1.0
 eval_interval = 5_000
 save_interval = 5_000
 log_interval = 100
-compile = True  # not in the book; bench/RESULTS.md's H100 figures are compiled (--compile=false: eager)
+compile = True  # not in the course; bench/RESULTS.md's H100 figures are compiled (--compile=false: eager)

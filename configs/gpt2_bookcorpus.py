@@ -25,4 +25,4 @@ eval_interval = 500
 log_interval = 500
 save_interval = 5_000
 keep_last = 10
-compile = True  # not in the book; bench/RESULTS.md's H100 figures are compiled (--compile=false: eager)
+compile = True  # not in the post; bench/RESULTS.md's H100 figures are compiled (--compile=false: eager)
