@@ -491,7 +491,7 @@ def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options)
     if meta := complete_meta(out_dir, recipe, overwrite):
         return meta
     given = given_tokenizer(opts)  # before anything is written: a bad --tokenizer costs nothing
-    made = not out_dir.exists()
+    made = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # to remove if the inputs are wrong
     lock, waited = wait_for_lock(out_dir)
     with lock or nullcontext():
         # another prepare made it while we waited (this command on another node): reused, also with
@@ -503,8 +503,9 @@ def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options)
         except BaseException:
             if made:  # a mistake in the inputs leaves nothing behind
                 (out_dir / ".lock").unlink(missing_ok=True)
+            for folder in made:  # innermost first
                 with suppress(OSError):  # not empty after all: keep it, and the error that matters
-                    out_dir.rmdir()
+                    folder.rmdir()
             raise
         if overwrite:
             clear_dataset(out_dir)

@@ -807,7 +807,7 @@ def test_a_prepare_that_fails_on_its_inputs_leaves_no_folder_and_no_stale_lock(t
     monkeypatch.undo()
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(ValueError, match="no documents found"):
-        data.prepare(tmp_path / "new", [tmp_path / "empty.jsonl"], progress=False)
+        data.prepare(tmp_path / "new" / "ds", [tmp_path / "empty.jsonl"], progress=False)
     assert not (tmp_path / "new").exists()
 
 
