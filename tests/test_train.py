@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import warnings
 from pathlib import Path
 
@@ -48,8 +49,14 @@ def one_thread(monkeypatch):
 # One thread; and malloc as glibc sets it by default, which the page-fault test measures against.
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}
 ENV["OMP_NUM_THREADS"] = "1"
-# torch.compile on the CPU builds C++; train.py refuses compile=True without a compiler (tested below)
-NO_CXX = pytest.mark.skipif(not shutil.which(os.environ.get("CXX") or "g++"), reason="needs a C++ compiler")
+# torch.compile on the CPU builds C++; train.py refuses compile=True without a compiler (tested below).
+# Its kernels also include Python.h: a Python without its headers (Debian's python3 without python3-dev)
+# fails to compile them even where g++ is installed.
+NO_CXX = pytest.mark.skipif(
+    not shutil.which(os.environ.get("CXX") or "g++")
+    or not (Path(sysconfig.get_path("include")) / "Python.h").exists(),
+    reason="needs a C++ compiler and Python's headers (Python.h)",
+)
 
 
 @pytest.fixture(scope="module")
