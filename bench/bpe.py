@@ -89,6 +89,7 @@ def main():
     parser.add_argument("--vocab-size", type=int, default=32768)
     parser.add_argument("--limit-mb", type=float, default=0)
     parser.add_argument("--rounds", type=int, default=3, help="trainings per side, alternating")
+    parser.add_argument("--no-gpt2", action="store_true", help="no GPT-2 figure (tiktoken downloads it)")
     parser.add_argument("--child", choices=["ours", "hf"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -118,6 +119,8 @@ def main():
     ours_cpt, hf_cpt = chars_per_token(ours.encode_batch, held_texts), chars_per_token(hf_batch, held_texts)
     print(f"held-out chars/token: ours {ours_cpt:.3f}, HF {hf_cpt:.3f}, ratio {ours_cpt / hf_cpt:.4f}")
     try:
+        if args.no_gpt2:
+            raise ValueError("--no-gpt2")
         gpt2 = bpe.Tokenizer.from_tiktoken("gpt2")
         gpt2_cpt = chars_per_token(gpt2.encode_batch, held_texts)
         print(f"GPT-2 chars/token {gpt2_cpt:.3f}: ours has {ours_cpt / gpt2_cpt:.2f}x fewer tokens")
