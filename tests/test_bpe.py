@@ -251,8 +251,9 @@ def test_hf_folder_loads_back_and_bad_ones_are_refused(tok, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="empty: no usable vocab.json"):
         bpe.Tokenizer.load(tmp_path / "empty")
-    merges = (tmp_path / "hf/merges.txt").read_text().splitlines()
-    (tmp_path / "hf/merges.txt").write_text("\n".join([merges[0], merges[2], merges[1], *merges[3:]]))
+    merges_txt = tmp_path / "hf/merges.txt"  # UTF-8, as save_hf writes it: read so whatever the locale
+    merges = merges_txt.read_text(encoding="utf-8").splitlines()
+    merges_txt.write_text("\n".join([merges[0], merges[2], merges[1], *merges[3:]]), encoding="utf-8")
     with pytest.raises(ValueError, match="ids must rise in merges.txt's order"):
         bpe.Tokenizer.load(tmp_path / "hf")
 
@@ -289,7 +290,8 @@ def test_merges_equal_hf_bpe_trainer(tok, texts, tmp_path):
     hf.train_from_iterator(texts, trainer)
     hf.model.save(str(tmp_path))
     tok.save_hf(tmp_path / "ours")
-    assert (tmp_path / "ours/merges.txt").read_text() == (tmp_path / "merges.txt").read_text()
+    ours, hfs = ((tmp_path / folder / "merges.txt").read_text(encoding="utf-8") for folder in ("ours", "."))
+    assert ours == hfs
     theirs = bpe.Tokenizer.load(tmp_path)  # HF numbers <|endoftext|> 0 and the bytes from 1: ids kept
     assert theirs.special_tokens == {bpe.EOT: 0}
     samples = [s for s in TRICKY + texts[:5] if bpe.EOT not in s]  # HF would read it as the special token
@@ -301,7 +303,7 @@ def test_hf_export_encodes_identically(tok, texts, tmp_path):
         "tokenizers", reason="parity with HF needs tokenizers (requirements-dev.txt)"
     )
     tok.save_hf(tmp_path)
-    vocab = json.loads((tmp_path / "vocab.json").read_text())
+    vocab = json.loads((tmp_path / "vocab.json").read_text(encoding="utf-8"))
     assert len(vocab) == tok.vocab_size
     hf = tokenizers.Tokenizer(
         tokenizers.models.BPE.from_file(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
@@ -525,9 +527,10 @@ def test_first_mb_counts_millions_of_characters():
 
 def test_hf_merges_without_a_version_line_load_alike(tok, tmp_path):
     tok.save_hf(tmp_path)
-    merges = (tmp_path / "merges.txt").read_text().splitlines()
+    merges = (tmp_path / "merges.txt").read_text(encoding="utf-8").splitlines()
     assert merges[0].startswith("#version")
-    (tmp_path / "merges.txt").write_text("\n".join(merges[1:]) + "\n")  # hand-written files may lack it
+    without = "\n".join(merges[1:]) + "\n"  # hand-written files may lack it
+    (tmp_path / "merges.txt").write_text(without, encoding="utf-8")
     back = bpe.Tokenizer.load(tmp_path)
     assert (back.ranks, back.special_tokens) == (tok.ranks, tok.special_tokens)
 

@@ -457,12 +457,13 @@ def test_prepare_with_given_tokenizer_and_keywords(tmp_path, capsys):
                            keywords=("m1", "m3"), progress=False)  # fmt: skip
     assert from_hf["tokenizer_sha256"] == first["tokenizer_sha256"]  # HF's vocab.json: the same tokenizer
     assert from_hf["tokens"] == meta["tokens"]
-    first_merge = (tmp_path / "hf" / "merges.txt").read_text().splitlines()[1]
+    merges_txt = tmp_path / "hf" / "merges.txt"  # UTF-8, as save_hf writes it: read so whatever the locale
+    first_merge = merges_txt.read_text(encoding="utf-8").splitlines()[1]
     data.bpe.Tokenizer.load(tmp_path / "a" / "tokenizer.bpe").save_hf(tmp_path / "hf")  # unchanged: reused
     assert data.prepare(tmp_path / "d", sources[:1], min_size=0, tokenizer=str(tmp_path / "hf"),
                         keywords=("m1", "m3"), progress=False) == from_hf  # fmt: skip
-    merges = (tmp_path / "hf" / "merges.txt").read_text().replace(first_merge, "# " + first_merge)
-    (tmp_path / "hf" / "merges.txt").write_text(merges)  # an edited folder tokenizes differently: refused
+    merges = merges_txt.read_text(encoding="utf-8").replace(first_merge, "# " + first_merge)
+    merges_txt.write_text(merges, encoding="utf-8")  # an edited folder tokenizes differently: refused
     with pytest.raises(ValueError, match="other sources or options"):
         data.prepare(tmp_path / "d", sources[:1], min_size=0, tokenizer=str(tmp_path / "hf"),
                      keywords=("m1", "m3"), progress=False)  # fmt: skip
