@@ -1,10 +1,12 @@
 """train.py: configuration, schedule, loss, and that accumulation, DDP and resuming change nothing."""
 
+import codecs
 import dataclasses
 import errno
 import importlib.machinery
 import importlib.util
 import json
+import locale
 import math
 import os
 import platform
@@ -54,11 +56,13 @@ ENV["OMP_NUM_THREADS"] = "1"
 
 def cpu_compile_missing():
     """Why torch.compile cannot build its C++ kernels on this machine, or None. train.py refuses
-    compile=True without a compiler (tested below); the rest fail inside torch with an InductorError."""
+    compile=True without a compiler (tested below); the rest fail deep inside torch.compile."""
     if not shutil.which(os.environ.get("CXX") or "g++"):
         return "needs a C++ compiler"
     if not (Path(sysconfig.get_path("include")) / "Python.h").exists():  # each kernel's bindings include it
         return "needs Python's headers (Python.h; on Debian the python3-dev package)"
+    if codecs.lookup(locale.getpreferredencoding(False)).name != "utf-8":  # "utf-8" in UTF-8 mode too
+        return "torch.compile reads its own (UTF-8) code templates in the locale's encoding: needs UTF-8"
     if " " in tempfile.gettempdir():  # inductor hands g++ paths under it unquoted, split at the space
         return f"torch.compile cannot build in a temp folder whose path has a space: {tempfile.gettempdir()}"
     return None
