@@ -19,10 +19,11 @@ STEPS = ["--max_steps=6", "--eval_interval=3", "--save_interval=3", "--log_inter
 def demo(out, *args):
     cmd = ["bash", str(ROOT / "demo.sh"), f"--out={out}", *SLICE, *STEPS, *args]
     # The interpreter running the tests comes first on PATH, and pip finds everything installed without
-    # asking the network (it would check its own version there).
+    # asking the network (it would check its own version there). Output in UTF-8 whatever the locale: the
+    # tiny model's completions may hold any character, which an ASCII or latin-1 stdout refuses.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    env = {**os.environ, "PATH": path, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    env = {**os.environ, "PATH": path, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONIOENCODING": "utf-8"}
+    result = subprocess.run(cmd, capture_output=True, encoding="utf-8", timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
