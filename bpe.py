@@ -575,7 +575,8 @@ def run_cli(main):
         main()
         # Flushed here, not at exit: a short output waits in stdout's buffer when it is a pipe (unless
         # PYTHONUNBUFFERED), and at exit a reader already gone would end the process with status 0 or 120.
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None when started with stdout closed (`>&-`)
+            sys.stdout.flush()
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the last flush has nowhere to go
         die_of(signal.SIGPIPE)
