@@ -26,6 +26,7 @@ import base64
 import errno
 import gzip
 import heapq
+import io
 import json
 import keyword
 import math
@@ -571,6 +572,10 @@ def run_cli(main):
     ValueError, OSError or MemoryError, ends in one line and exit 2; Ctrl-C in one line, and then as
     Ctrl-C ends a program (die_of); output piped into a reader that stops early (`| head`) ends quietly,
     as in `cat`."""
+    # Completions and decoded code may hold any character: where stdout's encoding lacks one (a latin-1
+    # or ASCII terminal), it is printed as an escape instead of ending the command.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         main()
         # Flushed here, not at exit: a short output waits in stdout's buffer when it is a pipe (unless

@@ -349,7 +349,12 @@ def cli(run_dir, tmp_path_factory):
         )
         # a seed torch.Generator cannot take: refused before the prompt is echoed
         huge = pool.submit(run, [*SAMPLE, "--checkpoint", str(run_dir), "--prompt", "x", "--seed", "9" * 23])
-        return ok.result(), missing.result(), huge.result()
+        ascii_out = pool.submit(
+            run,
+            [*SAMPLE, "--checkpoint", str(run_dir), "--prompt", "s = 'café'", "--max-new-tokens", "1"],
+            env=dict(os.environ, PYTHONIOENCODING="ascii", OMP_NUM_THREADS="1"),  # a terminal without é
+        )
+        return ok.result(), missing.result(), huge.result(), ascii_out.result()
 
 
 def test_cli_end_to_end(cli, loaded):
@@ -372,6 +377,12 @@ def test_cli_refuses_a_seed_torch_cannot_take_before_any_output(cli):
     err = huge_seed.stderr.decode()
     assert huge_seed.returncode == 2 and huge_seed.stdout == b""  # not even the prompt
     assert err.startswith("error: --seed must be an integer in [0, 2**63)") and err.count("\n") == 1
+
+
+def test_cli_prints_what_the_terminal_cannot_show_as_escapes(cli):
+    ascii_out = cli[3]
+    assert ascii_out.returncode == 0, ascii_out.stderr.decode()
+    assert ascii_out.stdout.startswith(b"s = 'caf\\xe9'")
 
 
 def test_without_a_checkpoint_the_demo_model_is_found_here_or_beside_sample_py(tmp_path, monkeypatch):
