@@ -119,13 +119,13 @@ def main():
     ours_cpt, hf_cpt = chars_per_token(ours.encode_batch, held_texts), chars_per_token(hf_batch, held_texts)
     print(f"held-out chars/token: ours {ours_cpt:.3f}, HF {hf_cpt:.3f}, ratio {ours_cpt / hf_cpt:.4f}")
     try:
-        if args.no_gpt2:
-            raise ValueError("--no-gpt2")
-        gpt2 = bpe.Tokenizer.from_tiktoken("gpt2")
+        gpt2 = None if args.no_gpt2 else bpe.Tokenizer.from_tiktoken("gpt2")
+    except ValueError as e:  # tiktoken could not fetch GPT-2's ranks
+        print(f"GPT-2 comparison skipped: {e}")
+        gpt2 = None
+    if gpt2:
         gpt2_cpt = chars_per_token(gpt2.encode_batch, held_texts)
         print(f"GPT-2 chars/token {gpt2_cpt:.3f}: ours has {ours_cpt / gpt2_cpt:.2f}x fewer tokens")
-    except ValueError as e:
-        print(f"GPT-2 comparison skipped: {e}")
     ours_mbs, hf_mbs = throughput(ours.encode_batch, train_texts), throughput(hf_batch, train_texts)
     ratio = ours_mbs / hf_mbs
     print(f"encode MB/s: ours (tiktoken) {ours_mbs:.1f}, HF {hf_mbs:.1f}, ratio {ratio:.2f} (goal >= 2)")
