@@ -45,6 +45,7 @@ import os
 import shutil
 import signal
 import sys
+import sysconfig
 import time
 import types
 from contextlib import contextmanager, nullcontext, suppress
@@ -300,15 +301,23 @@ def setup_distributed(cfg):
         torch.cuda.set_device(device)
         torch.set_float32_matmul_precision("high")  # TF32 matmuls for whatever still runs in fp32
     else:
-        cxx = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")  # as inductor picks
-        if cfg.compile and not shutil.which(cxx):
-            raise ValueError(f"compile=True on the CPU needs a C++ compiler for the code torch.compile "
-                             f"generates, and {cxx!r} is not found: install it (or point $CXX at one), "
-                             "or pass --compile=false")  # fmt: skip
+        if cfg.compile and (missing := cpu_compile_missing()):
+            raise ValueError(f"compile=True on the CPU needs {missing}, or pass --compile=false")
         keep_freed_memory()
     if world > 1:  # device_id binds NCCL to this rank's GPU now, not by a guess at the first barrier
         dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
     return rank, world, device
+
+
+def cpu_compile_missing() -> str | None:
+    """What torch.compile lacks on this machine to build the C++ kernels it generates for the CPU, and
+    how to get it; None when nothing is missing. Without it, the first step fails deep inside inductor."""
+    cxx = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")  # as inductor picks
+    if not shutil.which(cxx):
+        return f"a C++ compiler, and {cxx!r} is not found: install it (or point $CXX at one)"
+    if not (Path(sysconfig.get_path("include")) / "Python.h").is_file():  # each kernel's bindings include it
+        return "Python's headers, and Python.h is missing: install them (python3-dev on Debian and Ubuntu)"
+    return None
 
 
 def pick_dtype(cfg, device):

@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import warnings
 from pathlib import Path
@@ -56,11 +55,9 @@ ENV["OMP_NUM_THREADS"] = "1"
 
 def cpu_compile_missing():
     """Why torch.compile cannot build its C++ kernels on this machine, or None. train.py refuses
-    compile=True without a compiler (tested below); the rest fail deep inside torch.compile."""
-    if not shutil.which(os.environ.get("CXX") or "g++"):
-        return "needs a C++ compiler"
-    if not (Path(sysconfig.get_path("include")) / "Python.h").exists():  # each kernel's bindings include it
-        return "needs Python's headers (Python.h; on Debian the python3-dev package)"
+    compile=True without a compiler or Python's headers (tested below); the rest fail inside torch.compile."""
+    if missing := train.cpu_compile_missing():
+        return f"needs {missing}"
     if codecs.lookup(locale.getpreferredencoding(False)).name != "utf-8":  # "utf-8" in UTF-8 mode too
         return "torch.compile reads its own (UTF-8) code templates in the locale's encoding: needs UTF-8"
     if " " in tempfile.gettempdir():  # inductor hands g++ paths under it unquoted, split at the space
@@ -990,9 +987,13 @@ def test_activation_checkpointing_changes_nothing(dataset, tmp_path, monkeypatch
     assert_same_weights(weights(tmp_path / "plain"), weights(tmp_path / "ckpt"), exact=True)
 
 
-def test_compile_without_a_cpu_compiler_is_one_line(dataset, tmp_path, monkeypatch):
+def test_compile_without_a_cpu_compiler_or_python_headers_is_one_line(dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("CXX", "no-such-compiler")
-    with pytest.raises(ValueError, match="needs a C\\+\\+ compiler"):
+    with pytest.raises(ValueError, match="needs a C\\+\\+ compiler, and 'no-such-compiler' is not found"):
+        train.train(config(dataset, tmp_path / "run", compile=True))
+    monkeypatch.setenv("CXX", sys.executable)  # any program found on PATH
+    monkeypatch.setattr(train.sysconfig, "get_path", lambda name: str(tmp_path / "no-headers"))
+    with pytest.raises(ValueError, match="needs Python's headers, and Python.h is missing: install them"):
         train.train(config(dataset, tmp_path / "run", compile=True))
     assert not (tmp_path / "run").exists()
 
