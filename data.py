@@ -492,10 +492,13 @@ def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options)
         return meta
     given = given_tokenizer(opts)  # before anything is written: a bad --tokenizer costs nothing
     made = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # to remove if the inputs are wrong
+    before = meta_stamp(out_dir)
     lock, waited = wait_for_lock(out_dir)
     with lock or nullcontext():
         # another prepare made it while we waited (this command on another node): reused, also with
-        # --overwrite, which replaces what was there when this command began, not what its twin just built
+        # --overwrite, which replaces what was there when this command began, not what its twin just built.
+        # A twin that wrote nothing (it failed, or was killed, while reading its inputs) built nothing.
+        waited = waited and meta_stamp(out_dir) != before
         if meta := complete_meta(out_dir, recipe, overwrite and not waited, waited):
             return meta
         try:  # read under the lock: the other nodes wait here rather than each reading the whole corpus
@@ -552,6 +555,14 @@ def complete_meta(out_dir, recipe, overwrite, waited=False):
     how = "was just made by the prepare this one waited for" if waited else "is already complete"
     print(f"{out_dir} {how}; reusing it" + ("" if waited else " (--overwrite starts over)"))
     return meta
+
+
+def meta_stamp(out_dir):
+    """Which meta.json out_dir holds, or None: every prepare writes a new one before its dataset files."""
+    with suppress(FileNotFoundError):
+        stat = (out_dir / "meta.json").stat()
+        return stat.st_ino, stat.st_mtime_ns
+    return None
 
 
 def write_json(path, obj):

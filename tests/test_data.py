@@ -812,6 +812,24 @@ def test_a_prepare_that_fails_on_its_inputs_leaves_no_folder_and_no_stale_lock(t
     assert not (tmp_path / "new").exists()
 
 
+def test_overwrite_after_waiting_for_a_prepare_that_failed_replaces_the_old_dataset(tmp_path, monkeypatch):
+    """Every node runs the same `prepare --overwrite` over an older dataset; the first fails (or is killed)
+    while reading its inputs, so writes nothing: the node that waited for it still replaces the old
+    dataset, as --overwrite says, rather than refuse it as another one and ask for --overwrite."""
+    fcntl = pytest.importorskip("fcntl")
+    sources, kw = write_corpus(tmp_path / "src"), {"min_size": 0, "vocab_size": 300, "progress": False}
+    out = tmp_path / "ds"
+    data.prepare(out, sources, **kw)
+
+    def held_by_one_that_fails(fd, operation):
+        if operation & fcntl.LOCK_NB:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(fcntl, "flock", held_by_one_that_fails)
+    meta = data.prepare(out, sources, overwrite=True, **{**kw, "valid_share": 0.5})
+    assert meta["options"]["valid_share"] == 0.5 and data.load_meta(out) == meta
+
+
 def test_a_zero_threshold_switches_its_filter_off():
     """max_size 0 keeps files of any size; max_line 0 reads the first 5 lines for markers however long."""
     good = code("ok")
