@@ -220,6 +220,13 @@ def test_help_into_a_closed_pipe_ends_quietly():
     assert proc.wait(timeout=120) == -signal.SIGPIPE and proc.stderr.read() == b""
 
 
+def test_help_with_stdout_closed_ends_without_a_traceback():
+    """`train.py --help >&-`: Python's sys.stdout is then None, which run_cli's final flush must skip."""
+    cmd = ["bash", "-c", 'exec "$0" train.py --help >&-', sys.executable]
+    closed = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True)
+    assert closed.returncode == 0 and b"Traceback" not in closed.stderr, closed.stderr.decode()[-2000:]
+
+
 def test_integers_are_parsed_exactly():
     assert train.load_config(["--seed=9007199254740993", "--max_steps=1_000"]).seed == 9007199254740993
     assert train.load_config(["--max_steps=1e3"]).max_steps == 1000
