@@ -201,7 +201,8 @@ def scan(sources, opts, progress):
     The tokenizer sample keeps the smallest keys: train documents that fit the byte budget, the largest key
     evicted first while the sample is over it: close to uniform, the same for the same corpus (which
     documents stay depends on their order), bounded memory. The duplicate set costs ~70 bytes per kept
-    document (1.8 GB were all 26.8M files of the book's BigQuery export kept)."""
+    document (1.8 GB were all 26.8M files of the book's BigQuery export kept). Inputs that leave nothing to
+    build from (no documents, all dropped, a sample budget below every document) are refused here."""
     stats, read_stats, flags, seen = Counter(), Counter(), bytearray(), set()
     sample, sample_bytes, budget = [], 0, opts.tokenizer_sample_mb * 1e6
     threshold = opts.valid_share * 2**64
@@ -466,7 +467,7 @@ def wait_for_lock(out_dir, waited=False):
     try:
         lock = lock_folder(out_dir, wait=waited)
     except BlockingIOError:
-        print(f"{out_dir} is being written by another data.py prepare; waiting for it to end", flush=True)
+        print(f"{out_dir} is in use by another data.py prepare; waiting for it to end", flush=True)
         return wait_for_lock(out_dir, waited=True)
     # A prepare that fails on its inputs removes the folder it made, lock file and all: a lock taken on that
     # file meanwhile guards nothing, so take the new folder's.

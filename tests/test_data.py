@@ -414,7 +414,7 @@ def test_a_second_prepare_into_one_folder_waits_for_the_first_then_reuses_its_da
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         argv = [sys.executable, str(ROOT / "data.py"), "prepare", "--out", str(out), *map(str, args)]
         second = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        waited = any("is being written by another data.py prepare; waiting" in line for line in second.stdout)
+        waited = any("is in use by another data.py prepare; waiting" in line for line in second.stdout)
         shutil.copytree(made, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".lock"))  # it finishes
         inodes = {p.name: p.stat().st_ino for p in out.iterdir()}
     stdout, stderr = second.communicate(timeout=120)
