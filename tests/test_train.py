@@ -10,6 +10,7 @@ import locale
 import math
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -748,8 +749,14 @@ def test_a_failed_start_writes_nothing_and_another_shape_cannot_resume(dataset, 
         ValueError, match="300-token vocabulary, the dataset .*other 280; resume with the data_dir"
     ):
         train.train(config(tmp_path / "other", tmp_path / "run", max_steps=4, resume=True))
-    sources = sorted((dataset.parent / "src").iterdir())[1:]  # as large a vocabulary, learned on less
-    data.prepare(tmp_path / "same_size", sources, vocab_size=300, progress=False)
+    # As large a vocabulary, learned on other text: made here, as a part of the standard library gave the
+    # same merges on one Python version and no valid split on another.
+    (tmp_path / "odd").mkdir()
+    pick = random.Random(0).choices
+    for i in range(16):
+        lines = (f"v{i}_{j} = '{''.join(pick('jkqvwxyz_', k=40))}'\n" for j in range(60))
+        (tmp_path / "odd" / f"m{i}.py").write_text("".join(lines))
+    data.prepare(tmp_path / "same_size", [tmp_path / "odd"], vocab_size=300, valid_share=0.25, progress=False)
     with pytest.raises(ValueError, match="trained with another tokenizer than the dataset .*same_size's"):
         train.train(config(tmp_path / "same_size", tmp_path / "run", max_steps=4, resume=True))
     (tmp_path / "young").mkdir()
