@@ -471,14 +471,11 @@ def wait_for_lock(out_dir, waited=False):
         return wait_for_lock(out_dir, waited=True)
     # A prepare that fails on its inputs removes the folder it made, lock file and all: a lock taken on that
     # file meanwhile guards nothing, so take the new folder's.
-    try:
-        current = lock is None or os.stat(out_dir / ".lock").st_ino == os.fstat(lock.fileno()).st_ino
-    except FileNotFoundError:
-        current = False
-    if not current:
-        lock.close()
-        return wait_for_lock(out_dir, waited)
-    return lock, waited
+    with suppress(FileNotFoundError):
+        if lock is None or os.path.samestat(os.fstat(lock.fileno()), os.stat(out_dir / ".lock")):
+            return lock, waited
+    lock.close()
+    return wait_for_lock(out_dir, waited)
 
 
 def prepare(out_dir, sources=None, *, overwrite=False, progress=True, **options):

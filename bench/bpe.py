@@ -118,11 +118,12 @@ def main():
     print(f"peak memory MB: ours {ours_run['peak_mb']:.0f}, HF {hf_run['peak_mb']:.0f}")
     ours_cpt, hf_cpt = chars_per_token(ours.encode_batch, held_texts), chars_per_token(hf_batch, held_texts)
     print(f"held-out chars/token: ours {ours_cpt:.3f}, HF {hf_cpt:.3f}, ratio {ours_cpt / hf_cpt:.4f}")
-    try:
-        gpt2 = None if args.no_gpt2 else bpe.Tokenizer.from_tiktoken("gpt2")
-    except ValueError as e:  # tiktoken could not fetch GPT-2's ranks
-        print(f"GPT-2 comparison skipped: {e}")
-        gpt2 = None
+    gpt2 = None
+    if not args.no_gpt2:
+        try:
+            gpt2 = bpe.Tokenizer.from_tiktoken("gpt2")
+        except ValueError as e:  # tiktoken could not fetch GPT-2's ranks
+            print(f"GPT-2 comparison skipped: {e}")
     if gpt2:
         gpt2_cpt = chars_per_token(gpt2.encode_batch, held_texts)
         print(f"GPT-2 chars/token {gpt2_cpt:.3f}: ours has {ours_cpt / gpt2_cpt:.2f}x fewer tokens")

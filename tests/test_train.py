@@ -38,11 +38,9 @@ STDLIB = Path(os.__file__).parent
 
 
 @pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
+def one_thread():
     """Tiny matmuls gain nothing from threads; on a busy machine OpenMP's spinning threads slow them 10x.
-    And in-process runs are one process, whatever launched the tests (a CI pod may set torchrun's vars)."""
-    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
-        monkeypatch.delenv(name, raising=False)
+    (torchrun's variables, which a CI pod may set, are cleared for the whole session: conftest.py.)"""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
