@@ -285,7 +285,7 @@ def keep_freed_memory():
 def setup_distributed(cfg):
     """(rank, world size, device) of this process, which joins the DDP group when there are several.
     torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; a plain `python train.py` is rank 0 of 1. Also sets
-    what the device needs: TF32 on a GPU; on a CPU a C++ compiler check for compile, and the allocator."""
+    what the device needs: TF32 on a GPU, the allocator on a CPU."""
     rank = int(os.environ.get("RANK", 0))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -301,21 +301,24 @@ def setup_distributed(cfg):
         torch.cuda.set_device(device)
         torch.set_float32_matmul_precision("high")  # TF32 matmuls for whatever still runs in fp32
     else:
-        if cfg.compile and (missing := cpu_compile_missing()):
-            raise ValueError(f"compile=True on the CPU needs {missing}, or pass --compile=false")
         keep_freed_memory()
     if world > 1:  # device_id binds NCCL to this rank's GPU now, not by a guess at the first barrier
         dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
     return rank, world, device
 
 
-def cpu_compile_missing() -> str | None:
-    """What torch.compile lacks on this machine to build the C++ kernels it generates for the CPU, and
-    how to get it; None when nothing is missing. Without it, the first step fails deep inside inductor."""
-    cxx = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")  # as inductor picks
-    if not shutil.which(cxx):
-        return f"a C++ compiler, and {cxx!r} is not found: install it (or point $CXX at one)"
-    if not (Path(sysconfig.get_path("include")) / "Python.h").is_file():  # each kernel's bindings include it
+def compile_missing(device) -> str | None:
+    """What torch.compile lacks on this machine to build the kernels it generates, and how to get it; None
+    when nothing is missing. Without it, the first step fails deep inside inductor or Triton."""
+    if device.type == "cuda":  # Triton builds a C launcher for each kernel with $CC, else gcc, else clang
+        kind, env, names = "C", "CC", ["gcc", "clang"]
+    else:  # inductor builds the CPU kernels themselves with $CXX, else the platform's compiler
+        kind, env, names = "C++", "CXX", ["clang++" if sys.platform == "darwin" else "g++"]
+    names = [os.environ[env]] if os.environ.get(env) else names
+    if not any(shutil.which(name) for name in names):
+        tried = " or ".join(map(repr, names))
+        return f"a {kind} compiler, and {tried} is not found: install one (or point ${env} at one)"
+    if not (Path(sysconfig.get_path("include")) / "Python.h").is_file():  # the kernels' bindings include it
         return "Python's headers, and Python.h is missing: install them (python3-dev on Debian and Ubuntu)"
     return None
 
@@ -995,6 +998,8 @@ def train_on(cfg, rank, world, device) -> dict:
     try:
         with agreed(rank, world, device):  # no collective in here: a rank that failed would never join it
             check_same_config(cfg, theirs)
+            if cfg.compile and (missing := compile_missing(device)):
+                raise ValueError(f"compile=True on {device.type} needs {missing}, or pass --compile=false")
             meta = load_meta(cfg.data_dir)
             val = val_batches(cfg.data_dir, cfg.batch_size, cfg.context, cfg.eval_tokens, rank, world, device)
             val = list(val)  # read now, inside the agreement: a missing shard fails here

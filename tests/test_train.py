@@ -55,7 +55,7 @@ ENV["OMP_NUM_THREADS"] = "1"
 def cpu_compile_missing():
     """Why torch.compile cannot build its C++ kernels on this machine, or None. train.py refuses
     compile=True without a compiler or Python's headers (tested below); the rest fail inside torch.compile."""
-    if missing := train.cpu_compile_missing():
+    if missing := train.compile_missing(torch.device("cpu")):
         return f"needs {missing}"
     if codecs.lookup(locale.getpreferredencoding(False)).name != "utf-8":  # "utf-8" in UTF-8 mode too
         return "torch.compile reads its own (UTF-8) code templates in the locale's encoding: needs UTF-8"
@@ -514,28 +514,43 @@ def test_a_set_up_error_on_rank_1_is_named_by_rank_0_and_nothing_is_written(data
 
 
 RANK_1_ARGS = """
-import os, runpy, sys
-if os.environ["RANK"] == "1":  # as on a node whose command line differs
+import json, os, runpy, sys
+if os.environ["RANK"] == "1":  # as on a node whose command line (or machine) differs
     sys.argv += os.environ["RANK_1_ARGS"].split()
+    os.environ.update(json.loads(os.environ["RANK_1_ENV"]))
 sys.path.insert(0, os.getcwd())  # train.py's folder, for its imports
 runpy.run_path("train.py", run_name="__main__")
 """
 
 
 @pytest.mark.parametrize(
-    "rank_1_args, message",
+    "knobs, rank_1_args, rank_1_env, message",
     [
-        ("--learnin_rate=0.01", "error on rank 1: command line: unknown config key 'learnin_rate'"),
-        ("--lr=0.01", "error on rank 1: the config differs from rank 0's (lr=0.01 here, 0.003 there)"),
+        ({}, "--learnin_rate=0.01", {}, "error on rank 1: command line: unknown config key 'learnin_rate'"),
+        (
+            {},
+            "--lr=0.01",
+            {},
+            "error on rank 1: the config differs from rank 0's (lr=0.01 here, 0.003 there)",
+        ),
+        (
+            {"compile": True},
+            "",
+            {"CXX": "no-such-compiler"},
+            "error on rank 1: compile=True on cpu needs a C++ compiler, and 'no-such-compiler' is not found",
+        ),
     ],
 )
-def test_a_command_that_differs_on_one_node_stops_every_rank(dataset, tmp_path, rank_1_args, message):
+def test_a_command_that_differs_on_one_node_stops_every_rank(
+    dataset, tmp_path, knobs, rank_1_args, rank_1_env, message
+):
     """An unknown key on one node left the others waiting at the group's start for torch's timeout; another
-    value (lr) trained a replica that drifted from rank 0's, silently."""
+    value (lr) trained a replica that drifted from rank 0's, silently; a node without a compiler for
+    compile=True used to fail before joining the group, also leaving the others waiting."""
     (tmp_path / "rank_1_args.py").write_text(RANK_1_ARGS)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    cmd += [str(tmp_path / "rank_1_args.py"), *cli(config(dataset, tmp_path / "run"))]
-    env = ENV | {"RANK_1_ARGS": rank_1_args}
+    cmd += [str(tmp_path / "rank_1_args.py"), *cli(config(dataset, tmp_path / "run", **knobs))]
+    env = ENV | {"RANK_1_ARGS": rank_1_args, "RANK_1_ENV": json.dumps(rank_1_env)}
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert result.stderr.count(message) == 1, errors(result)
@@ -1004,13 +1019,26 @@ def test_activation_checkpointing_changes_nothing(dataset, tmp_path, monkeypatch
 
 def test_compile_without_a_cpu_compiler_or_python_headers_is_one_line(dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("CXX", "no-such-compiler")
-    with pytest.raises(ValueError, match="needs a C\\+\\+ compiler, and 'no-such-compiler' is not found"):
+    with pytest.raises(ValueError, match=r"on cpu needs a C\+\+ compiler, and 'no-such-compiler' is not"):
         train.train(config(dataset, tmp_path / "run", compile=True))
     monkeypatch.setenv("CXX", sys.executable)  # any program found on PATH
     monkeypatch.setattr(train.sysconfig, "get_path", lambda name: str(tmp_path / "no-headers"))
     with pytest.raises(ValueError, match="needs Python's headers, and Python.h is missing: install them"):
         train.train(config(dataset, tmp_path / "run", compile=True))
     assert not (tmp_path / "run").exists()
+
+
+def test_compile_on_a_gpu_checks_for_the_c_compiler_triton_builds_with(tmp_path, monkeypatch):
+    gpu = torch.device("cuda", 0)  # only its type is read: the check runs on any machine
+    (tmp_path / "Python.h").touch()
+    monkeypatch.setattr(train.sysconfig, "get_path", lambda name: str(tmp_path))
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("PATH", "")
+    assert train.compile_missing(gpu).startswith("a C compiler, and 'gcc' or 'clang' is not found")
+    monkeypatch.setenv("CC", sys.executable)  # Triton takes $CC as it is, wherever it points
+    assert train.compile_missing(gpu) is None
+    monkeypatch.setenv("CC", "no-such-cc")
+    assert "'no-such-cc' is not found: install one (or point $CC at one)" in train.compile_missing(gpu)
 
 
 @NO_CXX
