@@ -580,7 +580,8 @@ def load_meta(data_dir):
     try:
         meta = json.loads(path.read_text())
     except (FileNotFoundError, NotADirectoryError):  # NotADirectoryError: data_dir is a file
-        hint = f"make it with `python data.py prepare --out {data_dir}`"
+        hint = f"make it with `python data.py prepare --out {data_dir} --source FILES` (without --source: "
+        hint += "from the standard library, as the demo does; the README gives each config's command)"
         raise ValueError(f"{data_dir}: no dataset here (no meta.json); {hint}") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ValueError(f"{path}: not valid JSON; {rebuild}") from None

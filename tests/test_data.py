@@ -156,7 +156,8 @@ def test_loader_refuses_bad_arguments(tmp_path):
         data.Loader(path, "train", 1, T)
     with pytest.raises(ValueError, match="rank"):
         data.Loader(path, "valid", 1, T, rank=2, world_size=2)
-    with pytest.raises(ValueError, match="python data.py prepare --out"):
+    hint = f"make it with `python data.py prepare --out {tmp_path / 'nothing'} --source FILES` (without"
+    with pytest.raises(ValueError, match=re.escape(hint)):  # not the standard library, for a real recipe
         data.Loader(tmp_path / "nothing", "train", 1, T)
 
 
