@@ -762,7 +762,7 @@ def peak_flops(device) -> float | None:
 def installed(module) -> bool:
     if importlib.util.find_spec(module):
         return True
-    print(f"note: {module} is not installed; logging to metrics.jsonl only")
+    print(f"note: {module} is not installed; not logging to it")
     return False
 
 
@@ -1002,7 +1002,7 @@ def train_on(cfg, rank, world, device) -> dict:
                 raise ValueError(f"compile=True on {device.type} needs {missing}, or pass --compile=false")
             meta = load_meta(cfg.data_dir)
             val = val_batches(cfg.data_dir, cfg.batch_size, cfg.context, cfg.eval_tokens, rank, world, device)
-            val = list(val)  # read now, inside the agreement: a missing shard fails here
+            val = list(val)  # every evaluation rereads these batches, and a generator runs only once
             resuming_here = rank == 0 and cfg.resume and (out / "latest").is_file()
             if resuming_here:  # a requeued job's twin is refused before it loads a checkpoint (18 GB for xl)
                 lock = lock_run_folder(out)
